@@ -1,0 +1,83 @@
+"""Arguments and start-up shared by the inference entry points (generate, evaluate, serve):
+the model under the reference's flag names, the tokenizer, the checkpoint, precision and
+tensor parallelism, as the reference's `initialize.py` gathers them."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import GLMConfig, add_model_args
+from .model import GLM
+from .parallel import get_tensor_model_parallel_world_size, initialize_model_parallel
+from .tokenization import add_tokenizer_args, get_tokenizer
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_model_args(parser)
+    add_tokenizer_args(parser)
+    g = parser.add_argument_group("checkpoint and runtime")
+    g.add_argument("--load", help="checkpoint folder in the reference layout (holds 'latest')")
+    g.add_argument("--skip-init", action="store_true",
+                   help="accepted for the reference's scripts: a loaded model is never initialised")
+    g.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size")
+    precision = g.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true")
+    precision.add_argument("--bf16", action="store_true")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--device", default=None, help="default: cuda:<local rank> if available, else cpu")
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help=argparse.SUPPRESS)  # set by the DeepSpeed launcher
+    return parser
+
+
+def model_dtype(args: argparse.Namespace) -> torch.dtype:
+    return torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
+
+
+def initialize_distributed(args: argparse.Namespace) -> torch.device:
+    """Join the process group that torchrun / the DeepSpeed launcher describe, split it into
+    tensor-parallel groups, and pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
+    cuda = torch.cuda.is_available() and args.device in (None, "cuda")
+    device = torch.device(args.device) if args.device not in (None, "cuda") else (
+        torch.device("cuda", local_rank) if cuda else torch.device("cpu"))
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if torch.distributed.is_initialized():
+        initialize_model_parallel(args.model_parallel_size)
+    elif args.model_parallel_size != 1:
+        raise SystemExit(f"error: --model-parallel-size {args.model_parallel_size} needs as many "
+                         "processes: launch with torchrun --nproc_per_node N")
+    return device
+
+
+def initialize_model(args: argparse.Namespace) -> GLM:
+    """Build the model; with --load, on the meta device and then filled from the checkpoint
+    (no random init, no second copy of the weights)."""
+    device = initialize_distributed(args)
+    config = GLMConfig.from_args(args)
+    torch.manual_seed(args.seed)
+    if args.load:
+        with torch.device("meta"):
+            model = GLM(config)
+        load_checkpoint(model, args.load)
+    else:
+        model = GLM(config)
+    assert get_tensor_model_parallel_world_size() == args.model_parallel_size
+    return model.to(device=device, dtype=model_dtype(args)).eval()
+
+
+def initialize_model_and_tokenizer(args: argparse.Namespace):
+    tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
+    if args.vocab_size is not None and tokenizer.num_tokens > args.vocab_size:
+        raise SystemExit(f"error: the tokenizer has {tokenizer.num_tokens} ids but --vocab-size "
+                         f"is {args.vocab_size}")
+    return initialize_model(args), tokenizer
