@@ -229,3 +229,16 @@ def test_mask_forms_and_errors():
         model(tokens, pos, AttentionMask.from_context_lengths(2, 12, batch_size=3))
     with pytest.raises(ValueError, match="covers 5 tokens"):
         model(tokens, pos, AttentionMask.from_context_lengths(2, 5, batch_size=2))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+def test_half_precision_stays_close_to_the_reference(reference, dtype, tol):
+    config, weights, t = reference
+    model = GLM(GLMConfig(**config)).eval()
+    model.load_state_dict(weights, strict=False)
+    model.to(dtype)
+    with torch.no_grad():
+        out = model(t["batch/tokens"], t["batch/position_ids"], t["batch/attention_mask"])
+    assert out.dtype == dtype
+    assert (out.float() - t["batch/logits"]).abs().max() < tol
+    assert torch.equal(out.float().argmax(-1), t["batch/logits"].argmax(-1))
