@@ -10,16 +10,17 @@ PY="${PYTHON:-python3}"
 stamp="$VENV/.glm130b-installed"
 want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo ">> setting up $VENV"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  log="$VENV/install.log"
+  echo ">> installing into $VENV (log: $log)"
   if [ -z "${GLM_TORCH_SPEC:-}" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
     GLM_TORCH_SPEC="torch==2.13.0"
   fi
-  if [ -n "${GLM_TORCH_SPEC:-}" ]; then
-    "$VENV/bin/pip" install -q "$GLM_TORCH_SPEC"
-  fi
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" pytest
-  "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
+  {
+    if [ -n "${GLM_TORCH_SPEC:-}" ]; then "$VENV/bin/pip" install "$GLM_TORCH_SPEC"; fi &&
+    "$VENV/bin/pip" install -r "$ROOT/requirements.txt" pytest &&
+    "$VENV/bin/pip" install --no-deps -e "$ROOT"
+  } > "$log" 2>&1 || { tail -n 30 "$log" >&2; echo "error: installation failed, see $log" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
