@@ -22,8 +22,9 @@ class GLMConfig:
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     init_method_std: float = 0.0052
-    # Embedding gradient shrink (reference §1.10): identity in value, gradient scaled by alpha.
-    shrink_embedding_gradient_alpha: float = 1.0
+    # Embedding gradient shrink (reference §1.10): identity in value, the gradient scaled by
+    # alpha in training (GLM-130B's 0.1); 1.0 turns it off. Inference never applies it.
+    shrink_embedding_gradient_alpha: float = 0.1
     shrink_logit_embedding_gradient: bool = False
     # The released model built its rotary tables in fp16; fp32 is the exact mathematics.
     rotary_fp16_tables: bool = False

@@ -117,3 +117,10 @@ def test_arbitrary_pickle_is_refused_and_junk_is_reported(tmp_path):
     torch.save({"state": {}}, tmp_path / "nomodule.pt")
     with pytest.raises(CheckpointError, match="no 'module' entry"):
         load_state_dict(tmp_path / "nomodule.pt")
+
+
+def test_a_view_is_saved_without_its_whole_storage(tmp_path):
+    big = torch.randn(1000, 32)
+    path = save_checkpoint({"w": big[:10]}, tmp_path)
+    assert path.stat().st_size < 10_000
+    assert torch.equal(load_state_dict(path)["w"], big[:10])

@@ -191,23 +191,31 @@ def test_default_mask_is_causal_and_positions_count_from_the_cache():
 
 
 def test_embedding_gradient_shrink_scales_gradient_not_value():
-    results = {}
-    for alpha in (1.0, 0.1):
-        cfg = GLMConfig(**{**TINY, "shrink_embedding_gradient_alpha": alpha})
+    """With the tied head, the embedding's gradient is G_in (input lookup) + G_out (logits):
+    alpha scales G_in, and with --shrink-logit-embedding-gradient G_out too; values and every
+    other gradient stay as they were."""
+    runs = {}
+    for alpha, logit in ((1.0, False), (0.1, False), (0.1, True)):
+        cfg = GLMConfig(**{**TINY, "shrink_embedding_gradient_alpha": alpha,
+                           "shrink_logit_embedding_gradient": logit})
         model = randomized(cfg).train()
         tokens, pos, mask = glm_batch()
         logits = model(tokens, pos, mask)
-        # d loss / d embedding through the input path only: detach the tied output weight
-        model.zero_grad()
-        emb = model.transformer.word_embeddings
-        h = torch.nn.functional.embedding(tokens, emb.weight)
-        from glm130b.model.glm import shrink_gradient
-        out = shrink_gradient(h, alpha)
-        out.sum().backward()
-        results[alpha] = (logits.detach(), emb.weight.grad.clone(), torch.equal(out, h))
-    assert torch.equal(results[1.0][0], results[0.1][0])
-    assert results[0.1][2]
-    assert torch.allclose(results[0.1][1], 0.1 * results[1.0][1])
+        logits.logsumexp(-1).sum().backward()
+        runs[alpha, logit] = (logits.detach(), {n: p.grad for n, p in model.named_parameters()})
+    emb = "transformer.word_embeddings.weight"
+    (l1, g1), (l2, g2), (l3, g3) = runs.values()
+    assert torch.equal(l1, l2) and torch.equal(l1, l3)
+    g_in = (g1[emb] - g2[emb]) / 0.9
+    assert g_in.abs().max() > 1e-3
+    assert torch.allclose(g2[emb], g1[emb] - 0.9 * g_in, atol=1e-5)
+    assert torch.allclose(g3[emb], 0.1 * g1[emb], atol=1e-5)
+    for name in g1:
+        if name != emb:
+            assert torch.equal(g1[name], g2[name]) and torch.equal(g1[name], g3[name])
+    with torch.no_grad():  # inference never shrinks
+        assert torch.equal(randomized(cfg).eval()(tokens, pos, mask),
+                           randomized(GLMConfig(**TINY)).eval()(tokens, pos, mask))
 
 
 def test_dropout_only_in_training():
@@ -242,3 +250,22 @@ def test_half_precision_stays_close_to_the_reference(reference, dtype, tol):
     assert out.dtype == dtype
     assert (out.float() - t["batch/logits"]).abs().max() < tol
     assert torch.equal(out.float().argmax(-1), t["batch/logits"].argmax(-1))
+
+
+def test_fully_blocked_padding_rows_stay_finite_and_leave_real_rows_alone():
+    """Batches are padded with rows/columns that nothing may see (reference §7.4)."""
+    tokens, pos, mask = glm_batch()
+    blocked = mask.dense().clone()
+    blocked[:, :, :, 10:] = True  # the last two tokens are padding: no one sees them ...
+    blocked[:, :, 10:, :] = True  # ... and they see nothing
+    outs = []
+    for impl in ("reference", "sdpa"):
+        model = randomized(GLMConfig(**{**TINY, "attention_impl": impl}))
+        with torch.no_grad():
+            outs.append(model(tokens, pos, blocked))
+        assert torch.isfinite(outs[-1]).all()
+    with torch.no_grad():
+        unpadded = randomized(GLMConfig(**TINY))(tokens[:, :10], pos[:, :10],
+                                                 AttentionMask.from_context_lengths(8, 10, 2))
+    for out in outs:
+        assert (out[:, :10] - unpadded).abs().max() < 1e-5 * unpadded.abs().max()

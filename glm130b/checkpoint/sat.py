@@ -100,7 +100,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> N
     """Load a checked state dict; a model built on the meta device takes the tensors as they
     are (no second copy in memory), keeping the parallel layers' split annotations."""
     check_state_dict(model, state, where)
-    state = {k: v for k, v in state.items() if k in model.state_dict()}
+    wanted = model.state_dict().keys()
+    state = {k: v for k, v in state.items() if k in wanted}
     params = dict(model.named_parameters())
     on_meta = any(p.is_meta for p in params.values())
     attrs = {name: {a: getattr(p, a) for a in _PARALLEL_ATTRS if hasattr(p, a)}
@@ -138,6 +139,14 @@ def atomic_torch_save(obj, path: PathLike) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """torch.save writes a tensor's whole storage: a view into a bigger tensor (a shard cut
+    from a merged weight) is copied so the file holds only its own numbers."""
+    t = t.detach()
+    whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    return t if whole and t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
+
+
 def write_latest(folder: PathLike, iteration: Union[int, str]) -> None:
     folder = Path(folder)
     tmp = folder / f".latest.tmp{os.getpid()}"
@@ -155,8 +164,7 @@ def save_checkpoint(model_or_state: Union[nn.Module, dict], folder: PathLike,
     it_dir = Path(folder) / str(iteration)
     it_dir.mkdir(parents=True, exist_ok=True)
     path = it_dir / shard_name(tp_rank)
-    # clone() so a shard saved from a view does not drag the whole storage into the file
-    atomic_torch_save({"module": {k: v.detach().clone() for k, v in state.items()}}, path)
+    atomic_torch_save({"module": {k: _own_storage(v) for k, v in state.items()}}, path)
     if get_tensor_model_parallel_world_size() > 1:
         torch.distributed.barrier(group=get_tensor_model_parallel_group())
     if update_latest and tp_rank == 0:

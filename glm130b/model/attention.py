@@ -78,5 +78,10 @@ class SelfAttention(nn.Module):
         if self.impl == "reference":
             context = reference_attention(q, k, v, blocked, self.layer_id, dropout)
         else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked, dropout_p=dropout)
+            # The reference's -10000 as an additive bias rather than a boolean mask: a row with
+            # every key blocked (batch padding) then stays finite, where a boolean mask can give
+            # NaN on GPU kernels, and NaN would leak into other rows through 0 * NaN.
+            bias = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(blocked, -10000.0),
+                                                     dropout_p=dropout)
         return self.dense(context.transpose(1, 2).reshape(b, s, -1))
