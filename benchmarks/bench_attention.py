@@ -12,6 +12,7 @@ import time
 import torch
 
 from glm130b import GLM, AttentionMask, GLMConfig, KVCache
+from glm130b.tools.memory import DTYPES
 
 
 def timed(fn, device, repeats: int, warmup: int = 2) -> float:
@@ -32,14 +33,14 @@ def timed(fn, device, repeats: int, warmup: int = 2) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     cfg = dict(num_layers=4, hidden_size=512, num_attention_heads=8, inner_hidden_size=1365,
                vocab_size=4096, max_sequence_length=args.seq + args.new_tokens)
     torch.manual_seed(0)

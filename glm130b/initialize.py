@@ -14,8 +14,6 @@ from .model import GLM
 from .parallel import get_tensor_model_parallel_world_size, initialize_model_parallel
 from .tokenization import add_tokenizer_args, get_tokenizer
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
 
 def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_model_args(parser)

@@ -52,6 +52,17 @@ def reference_attention(q, k, v, blocked, layer_id: int, dropout: float = 0.0):
     return torch.matmul(probs, v)
 
 
+def attention_mask_for(impl: str, blocked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The mask in the form an attention path takes, made once per forward for every layer.
+    The reference path fills blocked places itself; SDPA gets the reference's -10000 as an
+    additive bias rather than a boolean mask, so a row with every key blocked (batch padding)
+    stays finite where a boolean mask can give NaN on GPU kernels, NaN that would leak into
+    other rows through 0 * NaN."""
+    if impl == "reference":
+        return blocked
+    return torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(blocked, -10000.0)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: GLMConfig, layer_id: int):
         super().__init__()
@@ -67,7 +78,8 @@ class SelfAttention(nn.Module):
         self.dense = RowParallelLinear(h, h, init_method=xavier_normal(config.deepnorm_beta, h, h))
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                blocked: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+                mask: torch.Tensor, kv_cache: Optional[KVCache] = None) -> torch.Tensor:
+        """mask: from `attention_mask_for` (bool, True = blocked, or an additive bias)."""
         b, s, _ = x.shape
         qkv = self.query_key_value(x).view(b, s, self.local_heads, 3 * self.head_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.split(self.head_dim, dim=-1))
@@ -76,12 +88,7 @@ class SelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_id, k, v)
         dropout = self.dropout if self.training else 0.0
         if self.impl == "reference":
-            context = reference_attention(q, k, v, blocked, self.layer_id, dropout)
+            context = reference_attention(q, k, v, mask, self.layer_id, dropout)
         else:
-            # The reference's -10000 as an additive bias rather than a boolean mask: a row with
-            # every key blocked (batch padding) then stays finite, where a boolean mask can give
-            # NaN on GPU kernels, and NaN would leak into other rows through 0 * NaN.
-            bias = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(blocked, -10000.0),
-                                                     dropout_p=dropout)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.dense(context.transpose(1, 2).reshape(b, s, -1))

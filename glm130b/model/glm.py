@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import GLMConfig
 from ..parallel import VocabParallelEmbedding, parallel_lm_logits
-from .attention import KVCache
+from .attention import KVCache, attention_mask_for
 from .init import normal
 from .layer import GLMBlock
 from .masks import AttentionMask, dense_mask
@@ -69,8 +69,9 @@ class GLM(nn.Module):
         embedding = self.transformer.word_embeddings
         h = shrink_gradient(embedding(input_ids), alpha)
         h = F.dropout(h, self.config.hidden_dropout, self.training)
+        mask = attention_mask_for(self.config.attention_impl, blocked, h.dtype)
         for layer in self.transformer.layers:
-            h = layer(h, rope, blocked, kv_cache)
+            h = layer(h, rope, mask, kv_cache)
         h = self.transformer.final_layernorm(h)
         weight = embedding.weight
         if self.config.shrink_logit_embedding_gradient:

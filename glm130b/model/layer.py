@@ -28,10 +28,10 @@ class GLMBlock(nn.Module):
                                                      eps=config.layernorm_epsilon)
         self.mlp = GeGLU(config)
 
-    def forward(self, h: torch.Tensor, rope, blocked: torch.Tensor,
+    def forward(self, h: torch.Tensor, rope, mask: torch.Tensor,
                 kv_cache: Optional[KVCache] = None) -> torch.Tensor:
         x = self.input_layernorm(h)
-        h = self.alpha * x + F.dropout(self.attention(x, rope, blocked, kv_cache), self.dropout,
+        h = self.alpha * x + F.dropout(self.attention(x, rope, mask, kv_cache), self.dropout,
                                        self.training)
         y = self.post_attention_layernorm(h)
         return self.alpha * y + F.dropout(self.mlp(y), self.dropout, self.training)
