@@ -11,7 +11,8 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import GLMConfig, add_model_args
 from .model import GLM
-from .parallel import get_tensor_model_parallel_world_size, initialize_model_parallel
+from .parallel import (get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size,
+                       initialize_model_parallel, model_parallel_manual_seed)
 from .tokenization import add_tokenizer_args, get_tokenizer
 
 
@@ -26,6 +27,9 @@ def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.Argumen
     precision = g.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true")
     precision.add_argument("--bf16", action="store_true")
+    g.add_argument("--sequential-initialization", action="store_true",
+                   help="load the checkpoint one tensor-parallel rank at a time, bounding host "
+                        "memory to one shard")
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--device", default=None, help="default: cuda:<local rank> if available, else cpu")
     g.add_argument("--local_rank", "--local-rank", type=int, default=None,
@@ -62,15 +66,20 @@ def initialize_model(args: argparse.Namespace) -> GLM:
     (no random init, no second copy of the weights)."""
     device = initialize_distributed(args)
     config = GLMConfig.from_args(args)
-    torch.manual_seed(args.seed)
-    if args.load:
-        with torch.device("meta"):
-            model = GLM(config)
-        load_checkpoint(model, args.load)
-    else:
-        model = GLM(config)
+    model_parallel_manual_seed(args.seed)
     assert get_tensor_model_parallel_world_size() == args.model_parallel_size
-    return model.to(device=device, dtype=model_dtype(args)).eval()
+    if not args.load:
+        return GLM(config).to(device=device, dtype=model_dtype(args)).eval()
+    with torch.device("meta"):
+        model = GLM(config)
+    tp, rank = args.model_parallel_size, get_tensor_model_parallel_rank()
+    for turn in range(tp) if args.sequential_initialization else [rank]:
+        if turn == rank:
+            load_checkpoint(model, args.load)
+            model = model.to(device=device, dtype=model_dtype(args))
+        if args.sequential_initialization and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+    return model.eval()
 
 
 def initialize_model_and_tokenizer(args: argparse.Namespace):

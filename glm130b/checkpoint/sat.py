@@ -139,7 +139,7 @@ def atomic_torch_save(obj, path: PathLike) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _own_storage(t: torch.Tensor) -> torch.Tensor:
+def own_storage(t: torch.Tensor) -> torch.Tensor:
     """torch.save writes a tensor's whole storage: a view into a bigger tensor (a shard cut
     from a merged weight) is copied so the file holds only its own numbers."""
     t = t.detach()
@@ -164,7 +164,7 @@ def save_checkpoint(model_or_state: Union[nn.Module, dict], folder: PathLike,
     it_dir = Path(folder) / str(iteration)
     it_dir.mkdir(parents=True, exist_ok=True)
     path = it_dir / shard_name(tp_rank)
-    atomic_torch_save({"module": {k: _own_storage(v) for k, v in state.items()}}, path)
+    atomic_torch_save({"module": {k: own_storage(v) for k, v in state.items()}}, path)
     if get_tensor_model_parallel_world_size() > 1:
         torch.distributed.barrier(group=get_tensor_model_parallel_group())
     if update_latest and tp_rank == 0:

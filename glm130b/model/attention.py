@@ -1,6 +1,7 @@
 """Self-attention with fused per-head QKV, rotary positions and GLM's FP32 softmax."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GLMConfig
-from ..parallel import ColumnParallelLinear, RowParallelLinear, get_tensor_model_parallel_world_size
+from ..parallel import (ColumnParallelLinear, RowParallelLinear, get_rng_tracker,
+                        get_tensor_model_parallel_world_size)
 from .init import fused_qkv, xavier_normal
 from .rotary import apply_rotary
 
@@ -87,8 +89,11 @@ class SelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_id, k, v)
         dropout = self.dropout if self.training else 0.0
-        if self.impl == "reference":
-            context = reference_attention(q, k, v, mask, self.layer_id, dropout)
-        else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        # This rank's heads draw their dropout from its own stream.
+        with get_rng_tracker().fork() if dropout else contextlib.nullcontext():
+            if self.impl == "reference":
+                context = reference_attention(q, k, v, mask, self.layer_id, dropout)
+            else:
+                context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                         dropout_p=dropout)
         return self.dense(context.transpose(1, 2).reshape(b, s, -1))

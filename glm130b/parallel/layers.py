@@ -40,6 +40,12 @@ def shard(full: torch.Tensor, dim: int, stride: int = 1, rank: Optional[int] = N
     return torch.cat([b.chunk(world, dim=dim)[rank] for b in blocks], dim=dim)
 
 
+def merge(pieces: list[torch.Tensor], dim: int, stride: int = 1) -> torch.Tensor:
+    """The inverse of `shard`: the whole tensor from every rank's piece, in rank order."""
+    blocks = [p.chunk(stride, dim=dim) for p in pieces]
+    return torch.cat([torch.cat([b[i] for b in blocks], dim=dim) for i in range(stride)], dim=dim)
+
+
 def _mark(param: torch.Tensor, dim: int, stride: int = 1) -> None:
     param.tensor_model_parallel = True
     param.model_parallel = True
