@@ -1,7 +1,7 @@
 # GLM-130B as released: 8-way tensor parallel, fp16, icetk tokenizer (reference configs/model_glm_130b.sh).
 MODEL_TYPE="glm-130b"
 CHECKPOINT_PATH="${CHECKPOINT_PATH:-<your checkpoint path>}"
-MP_SIZE=8
+MP_SIZE="${MP_SIZE:-8}"  # 4 after convert_tp --target-tp 4
 MODEL_ARGS="--model-parallel-size ${MP_SIZE} \
             --num-layers 70 \
             --hidden-size 12288 \
