@@ -13,12 +13,14 @@ from .config import GLMConfig, add_model_args
 from .model import GLM
 from .parallel import (get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size,
                        initialize_model_parallel, model_parallel_manual_seed)
+from .quantization import add_quantization_args, check_quantization_args, quantize_model
 from .tokenization import add_tokenizer_args, get_tokenizer
 
 
 def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_model_args(parser)
     add_tokenizer_args(parser)
+    add_quantization_args(parser)
     g = parser.add_argument_group("checkpoint and runtime")
     g.add_argument("--load", help="checkpoint folder in the reference layout (holds 'latest')")
     g.add_argument("--skip-init", action="store_true",
@@ -63,20 +65,28 @@ def initialize_distributed(args: argparse.Namespace) -> torch.device:
 
 def initialize_model(args: argparse.Namespace) -> GLM:
     """Build the model; with --load, on the meta device and then filled from the checkpoint
-    (no random init, no second copy of the weights)."""
+    (no random init, no second copy of the weights). Quantisation follows the reference's
+    order: an FP checkpoint is loaded, cast, then quantised on the target device; with
+    --from-quantized-checkpoint the meta model is quantised first to take the int8 tensors."""
+    check_quantization_args(args)
     device = initialize_distributed(args)
     config = GLMConfig.from_args(args)
     model_parallel_manual_seed(args.seed)
     assert get_tensor_model_parallel_world_size() == args.model_parallel_size
-    if not args.load:
-        return GLM(config).to(device=device, dtype=model_dtype(args)).eval()
-    with torch.device("meta"):
+    bits, prequantized = args.quantization_bit_width, args.from_quantized_checkpoint
+    with torch.device("meta" if args.load else "cpu"):
         model = GLM(config)
+    if prequantized:
+        quantize_model(model, bits)
     tp, rank = args.model_parallel_size, get_tensor_model_parallel_rank()
     for turn in range(tp) if args.sequential_initialization else [rank]:
         if turn == rank:
-            load_checkpoint(model, args.load)
-            model = model.to(device=device, dtype=model_dtype(args))
+            if args.load:
+                load_checkpoint(model, args.load)
+            model = model.to(dtype=model_dtype(args))  # int8 weights stay int8
+            if bits and not prequantized:
+                quantize_model(model, bits, device=device)
+            model = model.to(device)
         if args.sequential_initialization and torch.distributed.is_initialized():
             torch.distributed.barrier()
     return model.eval()

@@ -101,18 +101,43 @@ def test_cli_progress_and_one_line_errors(tp1, tmp_path):
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
 
 
+def model_args(*extra):
+    parser = add_initialization_args(argparse.ArgumentParser())
+    return parser.parse_args(["--num-layers", "2", "--hidden-size", "32", "--num-attention-heads",
+                              "4", "--inner-hidden-size", "48", "--vocab-size", "64",
+                              "--max-sequence-length", "32", *extra])
+
+
+def test_quantized_conversion_loads_as_the_reference_loads_it(tp1, tmp_path):
+    """convert_tp --quantization-bit-width 4, loaded with --from-quantized-checkpoint, equals
+    loading the FP checkpoint and quantising after."""
+    out = subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp", "--input-folder",
+                          str(tp1), "--output-folder", str(tmp_path / "int4"), "--target-tp", "1",
+                          "--quantization-bit-width", "4"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--from-quantized-checkpoint" in out.stdout, out.stderr
+    (state,) = shards(tmp_path / "int4")
+    qkv = "transformer.layers.0.attention.query_key_value.weight"
+    assert state[qkv].dtype == torch.int8 and state[qkv].shape == (96, 16)
+    assert state[qkv + "_scale"].shape == (96,)
+    from_fp = initialize_model(model_args("--load", str(tp1), "--quantization-bit-width", "4"))
+    from_q = initialize_model(model_args("--load", str(tmp_path / "int4"),
+                                         "--quantization-bit-width", "4",
+                                         "--from-quantized-checkpoint"))
+    with torch.no_grad():
+        assert torch.equal(from_fp(*sample()), from_q(*sample()))
+    with pytest.raises(CheckpointError, match="load it with --from-quantized-checkpoint"):
+        initialize_model(model_args("--load", str(tmp_path / "int4")))
+    with pytest.raises(CheckpointError, match="tied to their tensor-parallel degree"):
+        convert(tmp_path / "int4", tmp_path / "again", 2)
+
+
 def load_worker(rank, world, init_file, folder, result_file):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        parser = add_initialization_args(argparse.ArgumentParser())
-        args = parser.parse_args(["--num-layers", "2", "--hidden-size", "32",
-                                  "--num-attention-heads", "4", "--inner-hidden-size", "48",
-                                  "--vocab-size", "64", "--max-sequence-length", "32",
-                                  "--load", folder, "--model-parallel-size", str(world),
-                                  "--sequential-initialization"])
-        model = initialize_model(args)
+        model = initialize_model(model_args("--load", folder, "--model-parallel-size", str(world),
+                                            "--sequential-initialization"))
         with torch.no_grad():
             logits = model(*sample())
         if rank == 0:

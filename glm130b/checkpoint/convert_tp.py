@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..cli import run
 from ..parallel import merge, shard
+from ..quantization import quantize_state_dict
 from .sat import (CheckpointError, atomic_torch_save, load_state_dict, own_storage, read_latest,
                   shard_name, shard_paths, write_latest)
 
@@ -135,10 +136,16 @@ def main(argv=None) -> int:
     p.add_argument("--input-folder", required=True, help="checkpoint folder holding 'latest'")
     p.add_argument("--output-folder", required=True)
     p.add_argument("--target-tp", type=int, default=4, help="tensor-parallel degree to write")
+    p.add_argument("--quantization-bit-width", type=int, choices=(4, 8), default=None,
+                   help="write the four big matrices per layer as INT4/INT8 with row scales "
+                        "(load with --from-quantized-checkpoint)")
     args = p.parse_args(argv)
-    final = convert(args.input_folder, args.output_folder, args.target_tp)
+    bits = args.quantization_bit_width
+    quantize = (lambda state: quantize_state_dict(state, bits)) if bits else None
+    final = convert(args.input_folder, args.output_folder, args.target_tp, quantize)
+    how = f" --from-quantized-checkpoint --quantization-bit-width {bits}" if bits else ""
     print(f"wrote {args.target_tp} shard(s) to {final}; load with --model-parallel-size "
-          f"{args.target_tp}")
+          f"{args.target_tp}{how}")
     return 0
 
 

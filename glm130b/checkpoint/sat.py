@@ -80,8 +80,12 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Missing keys and wrong shapes are fatal; unexpected keys (e.g. rotary inv_freq) warn."""
+    """Missing keys and wrong shapes are fatal; unexpected keys warn."""
     expected = model.state_dict()
+    scales = [k for k in state if k.endswith("_scale") and k not in expected]
+    if scales:
+        raise CheckpointError(f"{where}: a quantised checkpoint ({scales[0]}); load it with "
+                              "--from-quantized-checkpoint --quantization-bit-width 4|8")
     missing = [k for k in expected if k not in state]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -90,7 +94,8 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: st
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(f"{where}: {key} has shape {tuple(state[key].shape)} in the "
                                   f"checkpoint but {tuple(tensor.shape)} in the model")
-    unexpected = [k for k in state if k not in expected]
+    # The released files carry each layer's rotary table, which the model computes itself.
+    unexpected = [k for k in state if k not in expected and not k.endswith("rotary_emb.inv_freq")]
     if unexpected:
         warnings.warn(f"{where}: ignoring unexpected key(s) {', '.join(unexpected[:5])}"
                       + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
