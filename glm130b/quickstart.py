@@ -1,6 +1,6 @@
 """The embedded default, end to end on CPU: generate the bilingual corpus, train a tokenizer on
-it, build the tiny GLM, save and reload it in the reference checkpoint layout, and score
-[gMASK] samples with it.
+it, build the tiny GLM, save and reload it in the reference checkpoint layout, score [gMASK]
+samples with it, and fill [MASK] and [gMASK] blanks in English and Chinese.
 
     python -m glm130b.quickstart --output-dir quickstart-output
 """
@@ -19,6 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import run
 from .config import GLMConfig
 from .data.corpus import write_corpus
+from .generation import BaseStrategy, build_prompt, fill_blanks
 from .model import GLM, AttentionMask
 from .tokenization import get_tokenizer
 from .tokenization.train import train_tokenizer
@@ -47,6 +48,24 @@ def gmask_batch(texts, tokenizer, seq_len: int):
     tokens, labels = torch.tensor(rows), torch.tensor(targets)
     mask = AttentionMask.from_context_lengths(contexts, seq_len)
     return tokens, labels, mask
+
+
+BLANKS = ("The capital of France is [MASK].", "法国的首都是[MASK]。",
+          "Two plus three is [gMASK]", "日本的首都是")
+
+
+def fill_some_blanks(model, tokenizer, out_seq_length: int = 32) -> None:
+    """Greedy fills of a few blanks in one batch, as `python -m glm130b.generate` makes them."""
+    end_tokens = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+    strategy = BaseStrategy(top_k=1, end_tokens=end_tokens,
+                            invalid_slices=[slice(tokenizer.num_tokens, None)])
+    prompts = [build_prompt(text, tokenizer, model.config.max_sequence_length, out_seq_length)
+               for text in BLANKS]
+    t = time.perf_counter()
+    filled = fill_blanks(model, tokenizer, prompts, strategy, out_seq_length)
+    for prompt, result in zip(prompts, filled):
+        print(f"  {prompt.text}\n    -> {result.styled[0]}")
+    print(f"{len(prompts)} prompts filled in one batch in {time.perf_counter() - t:.2f} s")
 
 
 def main(argv=None) -> int:
@@ -102,6 +121,9 @@ def main(argv=None) -> int:
           f"{elapsed:.2f} s ({tokens.numel() / elapsed:,.0f} tokens/s)")
     print(f"loss on {int((labels != -100).sum())} predicted tokens: {loss.item():.3f} "
           f"(an untrained model is near ln({config.vocab_size}) = {math.log(config.vocab_size):.3f})")
+
+    step("5. fill blanks with it (an untrained model fills them with noise)")
+    fill_some_blanks(reloaded, tokenizer)
     print(f"\ndone: outputs in {out}/")
     return 0
 

@@ -1,0 +1,132 @@
+"""`python -m glm130b.generate` on a tiny checkpoint made here: file mode and interactive mode
+as subprocesses (exit codes, stdin), the rest in-process. Outputs are compared with
+`fill_blanks` run here with the strategy the reference's arguments describe, same seed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from glm130b import save_checkpoint
+from glm130b.cli import run
+from glm130b.generate import PROMPT, main
+from glm130b.generation import BaseStrategy, BeamSearchStrategy, build_prompt, fill_blanks
+from test_generation import lively_model, make_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+FRANCE = "The capital of France is [MASK]."
+TWO_BLANKS = "法国的首都是[MASK]。二加三等于[MASK]。"
+NO_MASK = "Two plus three is"
+TOO_LONG = "one two three " * 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Models this small run fastest on one thread, and the shared machine stays usable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generate")
+    tokenizer = make_tokenizer(folder)
+    model = lively_model(vocab_size=tokenizer.num_tokens + 4)
+    save_checkpoint(model, folder / "ckpt", iteration=1)
+    c = model.config
+    args = ["--num-layers", c.num_layers, "--hidden-size", c.hidden_size,
+            "--num-attention-heads", c.num_attention_heads,
+            "--inner-hidden-size", c.inner_hidden_size, "--vocab-size", c.vocab_size,
+            "--max-sequence-length", c.max_sequence_length,
+            "--tokenizer-type", "sentencepiece", "--tokenizer-model", folder / "tok.model",
+            "--load", folder / "ckpt", "--out-seq-length", 40]
+    return model, tokenizer, [str(a) for a in args]
+
+
+def expected(model, tokenizer, texts, strategy_class, **kw):
+    end = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+    strategy = strategy_class(end_tokens=end, invalid_slices=[slice(tokenizer.num_tokens, None)],
+                              seed=1234, **kw)
+    prompts = [build_prompt(t, tokenizer, 64) for t in texts]
+    return fill_blanks(model, tokenizer, prompts, strategy, out_seq_length=40)
+
+
+def generate(args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "glm130b.generate", *args], input=stdin,
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_file_mode_writes_one_file_per_prompt_with_id(setup, tmp_path):
+    model, tokenizer, args = setup
+    source = tmp_path / "prompts.txt"
+    source.write_text(f"q1\t{FRANCE}\n\nq2\t{TWO_BLANKS}\nq3\t{NO_MASK}\n", encoding="utf-8")
+    out = tmp_path / "samples"
+    proc = generate(args + ["--input-source", str(source), "--output-path", str(out),
+                            "--with-id", "--top_p", "0.7"])
+    assert proc.returncode == 0, proc.stderr
+    want = expected(model, tokenizer, [FRANCE, TWO_BLANKS, NO_MASK], BaseStrategy,
+                    top_k=0, top_p=0.7)
+    assert sorted(p.name for p in out.iterdir()) == ["q1.txt", "q2.txt", "q3.txt"]
+    for name, filled in zip(["q1", "q2", "q3"], want):
+        assert (out / f"{name}.txt").read_text(encoding="utf-8") == filled.answers[0] + "\n"
+        assert f"Output: {filled.styled[0]}" in proc.stdout
+    assert "3/3" in proc.stderr  # the progress bar
+
+
+def test_interactive_mode_through_stdin(setup, tmp_path):
+    model, tokenizer, args = setup
+    out = tmp_path / "samples"
+    proc = generate(args + ["--output-path", str(out), "--top_p", "0.7"],
+                    stdin=f"{FRANCE}\n\n{TOO_LONG}\nstop\n")
+    assert proc.returncode == 0, proc.stderr
+    [filled] = expected(model, tokenizer, [FRANCE], BaseStrategy, top_k=0, top_p=0.7)
+    text = proc.stdout
+    assert text.count(PROMPT.strip()) == 4  # asked again after each input
+    assert f"Input: {FRANCE}" in text
+    assert f"Generating: {filled.blanks[0][0]}" in text  # streamed
+    assert f"Output: {filled.styled[0]}" in text
+    assert "Taken time" in text and "Query should not be empty!" in text
+    assert "error: input: text too long" in text  # and the session goes on to `stop`
+    [written] = list(out.iterdir())
+    assert written.name.startswith("The capital of Franc-")
+    assert written.read_text(encoding="utf-8") == filled.answers[0] + "\n"
+
+
+def test_beam_search_files_without_id_and_all_beams(setup, tmp_path, capsys):
+    model, tokenizer, args = setup
+    source = tmp_path / "prompts.txt"
+    second = "The capital of France is [MASK] or [MASK]."  # same first 20 characters
+    source.write_text(f"{FRANCE}\n{second}\n", encoding="utf-8")
+    out = tmp_path / "samples"
+    assert main(args + ["--input-source", str(source), "--output-path", str(out),
+                        "--sampling-strategy", "BeamSearchStrategy", "--num-beams", "2",
+                        "--length-penalty", "1.0", "--no-repeat-ngram-size", "3",
+                        "--print-all-beams"]) == 0
+    want = expected(model, tokenizer, [FRANCE, second], BeamSearchStrategy, num_beams=2,
+                    length_penalty=1.0, consider_end=True, no_repeat_ngram_size=3)
+    files = sorted(out.iterdir(), key=lambda p: len(p.read_text(encoding="utf-8")))
+    assert len(files) == 2 and all(p.name.startswith("The capital of Franc-") for p in files)
+    contents = sorted(("".join(a + "\n" for a in f.answers) for f in want), key=len)
+    assert [p.read_text(encoding="utf-8") for p in files] == contents
+    printed = capsys.readouterr().out
+    assert f"Output beam 1: {want[0].styled[1]}" in printed
+
+
+def test_prompt_too_long_is_one_line_and_exit_code_2(setup, tmp_path, capsys):
+    _, _, args = setup
+    source = tmp_path / "prompts.txt"
+    source.write_text(f"{FRANCE}\n{TOO_LONG}\n", encoding="utf-8")
+    out = tmp_path / "samples"
+    with pytest.raises(SystemExit) as exit:
+        run(main, args + ["--input-source", str(source), "--output-path", str(out)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: {source}:2: text too long: ")
+    assert err[0].endswith("tokens, more than --max-sequence-length 64")
+    assert list(out.iterdir()) == []  # checked before anything is decoded
