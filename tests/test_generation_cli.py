@@ -35,7 +35,8 @@ def one_thread():
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("generate")
     tokenizer = make_tokenizer(folder)
-    model = lively_model(vocab_size=tokenizer.num_tokens + 4)
+    # padded past the tokenizer, to a size that splits over tensor-parallel ranks
+    model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)
     save_checkpoint(model, folder / "ckpt", iteration=1)
     c = model.config
     args = ["--num-layers", c.num_layers, "--hidden-size", c.hidden_size,
@@ -130,3 +131,28 @@ def test_prompt_too_long_is_one_line_and_exit_code_2(setup, tmp_path, capsys):
     assert err[0].startswith(f"error: {source}:2: text too long: ")
     assert err[0].endswith("tokens, more than --max-sequence-length 64")
     assert list(out.iterdir()) == []  # checked before anything is decoded
+
+
+def test_torchrun_two_ways_on_a_converted_checkpoint(setup, tmp_path):
+    """The released-checkpoint path: reshard with convert_tp, then `torchrun --nproc_per_node 2
+    -m glm130b.generate --model-parallel-size 2` writes what one process writes."""
+    model, tokenizer, args = setup
+    load = args.index("--load") + 1
+    convert_tp = subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp",
+                                 "--input-folder", args[load], "--output-folder",
+                                 str(tmp_path / "tp2"), "--target-tp", "2"],
+                                capture_output=True, text=True)
+    assert convert_tp.returncode == 0, convert_tp.stderr
+    args = args[:load] + [str(tmp_path / "tp2")] + args[load + 1:]
+    source = tmp_path / "prompts.txt"
+    source.write_text(f"q1\t{FRANCE}\nq2\t{TWO_BLANKS}\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--standalone", "-m", "glm130b.generate", *args,
+                           "--model-parallel-size", "2", "--input-source", str(source),
+                           "--output-path", str(tmp_path / "out"), "--with-id", "--top_p", "0.7"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = expected(model, tokenizer, [FRANCE, TWO_BLANKS], BaseStrategy, top_k=0, top_p=0.7)
+    for name, filled in zip(["q1", "q2"], want):
+        assert (tmp_path / "out" / f"{name}.txt").read_text(encoding="utf-8") == filled.answers[0] + "\n"
