@@ -184,7 +184,12 @@ def preprocess(inputs, output_prefix: str, tokenizer_type: str, tokenizer_model:
                    for p in summary.outputs]
         stack.callback(bar.close)
         if workers > 1:
-            pool = stack.enter_context(multiprocessing.Pool(workers, _init_worker, encoder_args))
+            pool = multiprocessing.Pool(workers, _init_worker, encoder_args)
+            # close + join, not the context manager's terminate: terminating while the pool's
+            # feeder thread is blocked sending a chunk to a killed worker never returns. The
+            # read-ahead window bounds what the workers still have to finish.
+            stack.callback(pool.join)
+            stack.callback(pool.close)
             chunks = _in_order(pool, read_chunks(inputs), window=4 * workers)
         else:
             chunks = map(encoder, read_chunks(inputs))
