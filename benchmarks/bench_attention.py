@@ -6,28 +6,14 @@ sequence for every new token. Runs on CPU or GPU; prints a markdown table with m
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from common import timed
 from glm130b import GLM, AttentionMask, GLMConfig, KVCache
 from glm130b.tools.memory import DTYPES
 
 
-def timed(fn, device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -57,7 +43,7 @@ def main() -> None:
         model = GLM(GLMConfig(**cfg, attention_impl=impl)).to(device, dtype).eval()
         seq = tokens[:, :args.seq]
         with torch.no_grad():
-            forward[impl] = timed(lambda: model(seq, attention_mask=mask), device, args.repeats)
+            forward[impl] = timed(lambda: model(seq, attention_mask=mask), device, args.repeats, warmup=2)
 
             def cached():
                 cache = KVCache()
@@ -68,8 +54,8 @@ def main() -> None:
             def uncached():
                 for t in range(args.seq, args.seq + args.new_tokens):
                     model(tokens[:, :t + 1], attention_mask=mask)
-            decode[impl] = timed(cached, device, max(1, args.repeats // 2))
-            recompute[impl] = timed(uncached, device, max(1, args.repeats // 2))
+            decode[impl] = timed(cached, device, max(1, args.repeats // 2), warmup=2)
+            recompute[impl] = timed(uncached, device, max(1, args.repeats // 2), warmup=2)
     ms = lambda s: f"{s * 1e3:.1f} ms"
     print(f"| forward, {args.seq} tokens | {ms(forward['reference'])} | {ms(forward['sdpa'])} | "
           f"{forward['sdpa'] / forward['reference']:.2f} |")

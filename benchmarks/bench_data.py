@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from common import timed
 from glm130b.data.collate import collate
 from glm130b.data.corpus import write_corpus
 from glm130b.data.indexed import IndexedDataset, TokenSamples
@@ -26,15 +25,6 @@ from glm130b.tokenization import get_tokenizer
 from glm130b.tokenization.train import train_tokenizer
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def cpu_seconds() -> float:
@@ -67,7 +57,7 @@ def main() -> None:
     for workers in (1, 2):
         run = lambda: preprocess([corpus], str(work / f"w{workers}"), "sentencepiece", model,
                                  workers=workers, progress=False)
-        seconds = median_time(run, args.repeats)
+        seconds = timed(run, repeats=args.repeats)
         cpu = cpu_seconds()
         summary = run()
         cpu = cpu_seconds() - cpu  # the workers count once the pool has ended
@@ -80,9 +70,9 @@ def main() -> None:
     sampler = MixtureSampler([Source("corpus", raw, 1.0)], Infilling(tokenizer, config))
     n = args.batch * args.batches
     samples = [sampler[k] for k in range(n)]
-    read = median_time(lambda: [raw[k % len(raw)] for k in range(n)], args.repeats)
-    build = median_time(lambda: [sampler[k] for k in range(n)], args.repeats)
-    batch = median_time(lambda: [collate(samples[i:i + args.batch], config.seq_length)
+    read = timed(lambda: [raw[k % len(raw)] for k in range(n)], repeats=args.repeats)
+    build = timed(lambda: [sampler[k] for k in range(n)], repeats=args.repeats)
+    batch = timed(lambda: [collate(samples[i:i + args.batch], config.seq_length)
                                  for i in range(0, n, args.batch)], args.repeats)
     both = build + batch
     print(f"\n{len(raw)} samples of {config.length_per_sample} tokens, seq_length "

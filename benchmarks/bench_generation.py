@@ -8,30 +8,16 @@ Runs on CPU or GPU; prints a markdown table with medians after warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from common import timed
 from glm130b import GLM, GLMConfig
 from glm130b.config import PRESETS
 from glm130b.generation import BaseStrategy, batch_filling_sequence
 from glm130b.tools.memory import DTYPES
 
 
-def timed(fn, device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def prompts(batch: int, length: int, vocab: int, gmask: int, sop: int) -> list[list[int]]:

@@ -13,7 +13,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from bench_attention import timed
+from common import timed
 from glm130b.quantization import fused_available, fused_matmul, pure_matmul, quantize_weight
 from glm130b.tools.memory import DTYPES
 

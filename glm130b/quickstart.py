@@ -1,6 +1,7 @@
 """The embedded default, end to end on CPU: generate the bilingual corpus, train a tokenizer on
 it, build the tiny GLM, save and reload it in the reference checkpoint layout, score [gMASK]
-samples with it, and fill [MASK] and [gMASK] blanks in English and Chinese.
+samples with it, fill [MASK] and [gMASK] blanks in English and Chinese, and evaluate it on the
+bundled sample tasks (tasks/sample).
 
     python -m glm130b.quickstart --output-dir quickstart-output
 """
@@ -19,6 +20,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .cli import run
 from .config import GLMConfig
 from .data.corpus import write_corpus
+from .evaluation import evaluate_tasks, load_tasks
 from .generation import BaseStrategy, build_prompt, fill_blanks
 from .model import GLM, AttentionMask
 from .tokenization import get_tokenizer
@@ -49,6 +51,9 @@ def gmask_batch(texts, tokenizer, seq_len: int):
     mask = AttentionMask.from_context_lengths(contexts, seq_len)
     return tokens, labels, mask
 
+
+# The repository's bundled tasks, built from the same fact tables as the corpus.
+SAMPLE_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "sample"
 
 BLANKS = ("The capital of France is [MASK].", "法国的首都是[MASK]。",
           "Two plus three is [gMASK]", "日本的首都是")
@@ -124,6 +129,11 @@ def main(argv=None) -> int:
 
     step("5. fill blanks with it (an untrained model fills them with noise)")
     fill_some_blanks(reloaded, tokenizer)
+
+    step("6. evaluate it on the sample tasks (an untrained model scores near chance: 25% on "
+         "facts-choice)")
+    evaluate_tasks(reloaded, tokenizer, load_tasks([str(SAMPLE_TASKS)]),
+                   output_path=str(out / "evaluation"))
     print(f"\ndone: outputs in {out}/")
     return 0
 

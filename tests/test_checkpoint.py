@@ -1,6 +1,5 @@
 """The reference checkpoint layout: round trips, and one clear line for every broken folder."""
 import pickle
-import warnings
 
 import pytest
 import torch

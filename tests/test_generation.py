@@ -12,6 +12,7 @@ from glm130b.generation import (BaseStrategy, BeamSearchStrategy, PromptError,
                                 batch_filling_sequence, build_prompt, fill_blanks,
                                 top_k_top_p_filter)
 from glm130b.model.masks import dense_mask
+from glm130b.parallel import shard
 from glm130b.tokenization import SentencePieceTokenizer
 from glm130b.tokenization.train import train_tokenizer
 
@@ -45,18 +46,20 @@ def lively_model(vocab_size=128, seed=0, max_sequence_length=64) -> GLM:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run fastest on one thread, and the shared machine stays usable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+def copy_into_shards(model, single):
+    """Give a tensor-parallel `model` the numbers of the single-process `single`, split."""
+    full = dict(single.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            piece = full[name]
+            if getattr(p, "tensor_model_parallel", False):
+                piece = shard(piece, p.partition_dim, p.partition_stride)
+            p.copy_(piece)
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ---- filters and sampling -------------------------------------------------------------------

@@ -6,8 +6,8 @@ import torch.multiprocessing as mp
 
 from glm130b.generate import broadcast
 from glm130b.generation import BaseStrategy, BeamSearchStrategy, batch_filling_sequence
-from glm130b.parallel import destroy_model_parallel, initialize_model_parallel, shard
-from test_generation import CONTEXTS, MASK_POSITIONS, lively_model
+from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
+from test_generation import copy_into_shards, CONTEXTS, MASK_POSITIONS, lively_model
 
 
 def decode(model):
@@ -27,13 +27,7 @@ def worker(rank, world, init_file, results):
         expected = decode(single)
         initialize_model_parallel(world)
         model = lively_model()
-        full = dict(single.named_parameters())
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                piece = full[name]
-                if getattr(p, "tensor_model_parallel", False):
-                    piece = shard(piece, p.partition_dim, p.partition_stride)
-                p.copy_(piece)
+        copy_into_shards(model, single)
         assert broadcast("from rank 0" if rank == 0 else None) == "from rank 0"
         results[rank] = (decode(model), expected)
     finally:

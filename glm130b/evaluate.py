@@ -1,0 +1,52 @@
+"""Zero-shot evaluation on YAML-described tasks (reference §7).
+
+    python -m glm130b.evaluate $MODEL_ARGS --data-path /data/eval --task tasks/lambada tasks/mmlu
+    torchrun --nproc_per_node 8 -m glm130b.evaluate $MODEL_ARGS --model-parallel-size 8 ...
+
+Folders given to --task are searched recursively for *.yaml. With more processes than
+--model-parallel-size, the model replicas share each file's examples (data parallelism).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import run
+from .evaluation import evaluate_tasks, load_tasks
+from .evaluation.runner import echo, is_rank0
+from .initialize import add_initialization_args, initialize_model_and_tokenizer
+from .parallel import get_data_parallel_world_size
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("evaluation")
+    g.add_argument("--task", nargs="+", required=True,
+                   help="task YAML files, or folders searched recursively for *.yaml")
+    g.add_argument("--data-path", default=None,
+                   help="folder that the tasks' `path` fields are relative to (default: the "
+                        "folder of each YAML file, as for tasks/sample)")
+    g.add_argument("--output-path", default="evaluation-results",
+                   help="folder for results-<time>.json: all numbers and every prediction")
+    # Accepted so that the reference's command lines run unchanged.
+    g.add_argument("--mode", choices=("inference",), default="inference", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_initialization_args(parser)
+    add_evaluation_args(parser)
+    args = parser.parse_args(argv)
+    tasks = load_tasks(args.task)  # every config checked before the model is built
+    model, tokenizer = initialize_model_and_tokenizer(args)
+    if not args.load and is_rank0():
+        print("warning: no --load, evaluating randomly initialised weights", file=sys.stderr)
+    echo(f"> {len(tasks)} task(s): {', '.join(t.config.name for t in tasks)}; "
+         f"{get_data_parallel_world_size()} model replica(s) of {args.model_parallel_size} "
+         "tensor-parallel rank(s)")
+    evaluate_tasks(model, tokenizer, tasks, args.data_path, args.output_path)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
