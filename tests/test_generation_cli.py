@@ -126,9 +126,18 @@ def test_prompt_too_long_is_one_line_and_exit_code_2(setup, tmp_path, capsys):
     assert list(out.iterdir()) == []  # checked before anything is decoded
 
 
-def test_torchrun_two_ways_on_a_converted_checkpoint(setup, tmp_path):
-    """The released-checkpoint path: reshard with convert_tp, then `torchrun --nproc_per_node 2
-    -m glm130b.generate --model-parallel-size 2` writes what one process writes."""
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"],
+    "deepspeed": ["-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29533",
+                  "--module"],
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_ways_on_a_converted_checkpoint(setup, tmp_path, launcher):
+    """The released-checkpoint path: reshard with convert_tp, then `torchrun --nproc_per_node 2`
+    (or the DeepSpeed launcher) `-m glm130b.generate --model-parallel-size 2` writes what one
+    process writes."""
     model, tokenizer, args = setup
     load = args.index("--load") + 1
     convert_tp = subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp",
@@ -139,9 +148,8 @@ def test_torchrun_two_ways_on_a_converted_checkpoint(setup, tmp_path):
     args = args[:load] + [str(tmp_path / "tp2")] + args[load + 1:]
     source = tmp_path / "prompts.txt"
     source.write_text(f"q1\t{FRANCE}\nq2\t{TWO_BLANKS}\n", encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--standalone", "-m", "glm130b.generate", *args,
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+    proc = subprocess.run([sys.executable, *LAUNCHERS[launcher], "glm130b.generate", *args,
                            "--model-parallel-size", "2", "--input-source", str(source),
                            "--output-path", str(tmp_path / "out"), "--with-id", "--top_p", "0.7"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
