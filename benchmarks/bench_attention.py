@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from common import timed
+from common import add_device_args, timed
 from glm130b import GLM, AttentionMask, GLMConfig, KVCache
 from glm130b.tools.memory import DTYPES
 
@@ -18,8 +18,7 @@ from glm130b.tools.memory import DTYPES
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    add_device_args(p, preset=False)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--new-tokens", type=int, default=32)

@@ -12,13 +12,11 @@ import argparse
 
 import torch
 
-from common import timed
-from glm130b import GLM, AttentionMask, GLMConfig
-from glm130b.config import PRESETS
+from common import add_device_args, build_model, timed
+from glm130b import AttentionMask
 from glm130b.evaluation.datasets import build_multiple_choice_sample
 from glm130b.evaluation.inference import choice_log_probs
 from glm130b.parallel import vocab_parallel_cross_entropy
-from glm130b.tools.memory import DTYPES
 
 
 
@@ -63,9 +61,7 @@ def separate(model, batch, mask_id: int, sop_id: int) -> list[list[float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="glm-tiny")
+    add_device_args(p)
     p.add_argument("--examples", type=int, default=64)
     p.add_argument("--micro-batch-size", type=int, default=16)
     p.add_argument("--context", type=int, default=96, help="context tokens per example")
@@ -73,9 +69,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     device = torch.device(args.device)
-    config = GLMConfig.from_preset(args.preset)
-    torch.manual_seed(0)
-    model = GLM(config).to(device, DTYPES[args.dtype]).eval()
+    model = build_model(args)
+    config = model.config
     vocab = config.vocab_size - 8
     mask_id, sop_id = vocab, vocab + 4
 

@@ -11,11 +11,8 @@ import argparse
 
 import torch
 
-from common import timed
-from glm130b import GLM, GLMConfig
-from glm130b.config import PRESETS
+from common import add_device_args, build_model, timed
 from glm130b.generation import BaseStrategy, batch_filling_sequence
-from glm130b.tools.memory import DTYPES
 
 
 
@@ -30,18 +27,15 @@ def prompts(batch: int, length: int, vocab: int, gmask: int, sop: int) -> list[l
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="glm-tiny")
+    add_device_args(p)
     p.add_argument("--prompt-length", type=int, default=32)
     p.add_argument("--out-seq-length", type=int, default=128)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     device = torch.device(args.device)
-    config = GLMConfig.from_preset(args.preset)
-    torch.manual_seed(0)
-    model = GLM(config).to(device, DTYPES[args.dtype]).eval()
+    model = build_model(args)
+    config = model.config
     vocab = config.vocab_size - 8
     gmask, sop = vocab + 1, vocab + 4
 

@@ -21,3 +21,22 @@ def timed(fn, device=torch.device("cpu"), repeats: int = 5, warmup: int = 1) -> 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def add_device_args(parser, preset: bool = True) -> None:
+    """--device, --dtype and, for whole-model benchmarks, --preset."""
+    from glm130b.config import PRESETS
+    from glm130b.tools.memory import DTYPES
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    if preset:
+        parser.add_argument("--preset", choices=sorted(PRESETS), default="glm-tiny")
+
+
+def build_model(args):
+    """The preset's model, seeded, on the chosen device and dtype, in eval mode."""
+    from glm130b import GLM, GLMConfig
+    from glm130b.tools.memory import DTYPES
+    config = GLMConfig.from_preset(args.preset)
+    torch.manual_seed(0)
+    return GLM(config).to(torch.device(args.device), DTYPES[args.dtype]).eval()

@@ -1,6 +1,12 @@
 """Fixtures shared by the test modules."""
+import json
+
 import pytest
 import torch
+
+from glm130b.data.corpus import generate_corpus
+from glm130b.tokenization import get_tokenizer
+from glm130b.tokenization.train import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +23,18 @@ def tokenizer(tmp_path_factory):
     """A small sentencepiece tokenizer with GLM's special tokens, trained here."""
     from test_generation import make_tokenizer
     return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def tok_model(tmp_path_factory):
+    """A 1000-piece BPE model trained on 400 documents of the quickstart's corpus."""
+    folder = tmp_path_factory.mktemp("corpus-tok")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
+                              for t in generate_corpus(400, 0)), encoding="utf-8")
+    return str(train_tokenizer([corpus], folder / "tok", vocab_size=1000, model_type="bpe"))
+
+
+@pytest.fixture(scope="module")
+def tok(tok_model):
+    return get_tokenizer("sentencepiece", tok_model)

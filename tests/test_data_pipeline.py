@@ -2,7 +2,6 @@
 rules (§2.6, §8.3, §8.4): layouts worked by hand, statistics over many draws, resumption,
 and a collated batch through the model."""
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from glm130b.data.inspect import main as inspect_main
 from glm130b.data.mixture import (InstructionPairs, MixtureSampler, Source, add_data_args,
                                   build_mixture, parse_data_path)
 from glm130b.model.masks import position_ids as reference_positions
-from glm130b.tokenization import get_tokenizer
-from glm130b.tokenization.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 # Chunks of 500 tokens never outgrow a 1000-token slot, so nothing is cut off.
@@ -35,19 +32,6 @@ TINY = InfillingConfig(seq_length=256, length_per_sample=240)
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="module")
-def tok_model(folder):
-    corpus = folder / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
-                              for t in generate_corpus(400, 0)), encoding="utf-8")
-    return str(train_tokenizer([corpus], folder / "tok", vocab_size=1000, model_type="bpe"))
-
-
-@pytest.fixture(scope="module")
-def tok(tok_model):
-    return get_tokenizer("sentencepiece", tok_model)
 
 
 @pytest.fixture(scope="module")

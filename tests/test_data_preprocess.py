@@ -13,24 +13,10 @@ from glm130b.data import preprocess as pre
 from glm130b.data.corpus import generate_corpus
 from glm130b.data.indexed import (IndexedDataset, TokenFileError, TokenFileWriter,
                                   TokenSamples)
-from glm130b.tokenization import get_tokenizer
-from glm130b.tokenization.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tok_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok")
-    corpus = folder / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
-                              for t in generate_corpus(300, 0)), encoding="utf-8")
-    return str(train_tokenizer([corpus], folder / "tok", vocab_size=1000, model_type="bpe"))
-
-
-@pytest.fixture(scope="module")
-def tok(tok_model):
-    return get_tokenizer("sentencepiece", tok_model)
 
 
 def write_docs(prefix, docs, vocab):
