@@ -20,10 +20,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .cli import UsageError, run
+from .files import atomic_write_text
 from .generation import BaseStrategy, BeamSearchStrategy, PromptError, build_prompt, fill_blanks
 from .initialize import add_initialization_args, initialize_model_and_tokenizer
 from .parallel import (get_data_parallel_rank, get_data_parallel_world_size,
-                       get_tensor_model_parallel_rank)
+                       get_tensor_model_parallel_rank, is_rank0)
 
 PROMPT = "\nPlease Input Query (stop to exit) >>> "
 
@@ -79,10 +80,6 @@ def build_strategy(args: argparse.Namespace, tokenizer, vocab_size: int):
                               min_gen_length=args.min_gen_length, seed=args.seed)
 
 
-def is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def broadcast(obj):
     """Rank 0's `obj` on every rank."""
     if not dist.is_initialized():
@@ -128,9 +125,7 @@ def save(folder: Path, query: Query, filled, print_all_beams: bool, echo=print) 
     else:
         echo(f"Output: {filled.styled[0]}")
     path = output_file(folder, query)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(answer + "\n" for answer in filled.answers), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(answer + "\n" for answer in filled.answers))
 
 
 class Streamer:

@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..files import atomic_open, atomic_write_text
 from ..parallel import (get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
                         get_tensor_model_parallel_world_size)
 
@@ -132,16 +133,8 @@ def load_checkpoint(model: nn.Module, folder: PathLike, iteration: Optional[str]
 
 
 def atomic_torch_save(obj, path: PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def own_storage(t: torch.Tensor) -> torch.Tensor:
@@ -153,10 +146,7 @@ def own_storage(t: torch.Tensor) -> torch.Tensor:
 
 
 def write_latest(folder: PathLike, iteration: Union[int, str]) -> None:
-    folder = Path(folder)
-    tmp = folder / f".latest.tmp{os.getpid()}"
-    tmp.write_text(f"{iteration}\n")
-    os.replace(tmp, folder / "latest")
+    atomic_write_text(Path(folder) / "latest", f"{iteration}\n")
 
 
 def save_checkpoint(model_or_state: Union[nn.Module, dict], folder: PathLike,

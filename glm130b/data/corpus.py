@@ -14,6 +14,7 @@ import time
 from typing import Iterator
 
 from glm130b.data import facts
+from glm130b.files import atomic_open
 
 MIN_SENTENCES, MAX_SENTENCES = 3, 12
 # Share of English-only, Chinese-only and mixed documents.
@@ -87,23 +88,16 @@ def generate_corpus(num_documents: int, seed: int) -> Iterator[str]:
 
 def write_corpus(path: str, num_documents: int, seed: int, fmt: str = "jsonl"):
     """Write the corpus to path atomically; returns (documents, characters, bytes)."""
-    tmp = path + ".tmp"
     documents = characters = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for text in generate_corpus(num_documents, seed):
-                if fmt == "jsonl":
-                    f.write(json.dumps({"text": text}, ensure_ascii=False))
-                else:
-                    f.write(text)
-                f.write("\n")
-                documents += 1
-                characters += len(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
+        for text in generate_corpus(num_documents, seed):
+            if fmt == "jsonl":
+                f.write(json.dumps({"text": text}, ensure_ascii=False))
+            else:
+                f.write(text)
+            f.write("\n")
+            documents += 1
+            characters += len(text)
     return documents, characters, os.path.getsize(path)
 
 

@@ -13,6 +13,8 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from ..files import atomic_write_text
+
 
 def group_stats(files: list[tuple[dict[str, float], int]]) -> dict[str, dict[str, float]]:
     """(scores, number of examples) per file -> metric -> max / median / average. A file
@@ -57,6 +59,4 @@ def results_file(folder: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1))

@@ -20,15 +20,11 @@ from tqdm import tqdm
 
 from ..cli import UsageError
 from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
-                        get_data_parallel_world_size)
+                        get_data_parallel_world_size, is_rank0)
 from .configs import BaseConfig, load_task_config
 from .datasets import FileData
 from .report import file_line, group_lines, group_stats, results_file, write_json
 from .tasks import Task
-
-
-def is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def echo(line: str = "") -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..cli import run
 from ..data import facts
 from ..data.corpus import generate_corpus
+from ..files import atomic_write_text
 
 SEED = 1234
 CHOICE_EXAMPLES = 40   # per template file
@@ -150,9 +151,7 @@ def write_sample_tasks(folder: str | os.PathLike) -> list[Path]:
     for relative, text in sample_files().items():
         path = Path(folder) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
         written.append(path)
     return written
 

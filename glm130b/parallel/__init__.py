@@ -10,4 +10,4 @@ from .state import (destroy_model_parallel, get_data_parallel_group,
                     get_pipeline_model_parallel_ranks, get_pipeline_model_parallel_world_size,
                     get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
                     get_tensor_model_parallel_world_size, initialize_model_parallel,
-                    model_parallel_is_initialized)
+                    is_rank0, model_parallel_is_initialized)

@@ -57,6 +57,11 @@ def destroy_model_parallel() -> None:
     _PP_RANKS = []
 
 
+def is_rank0() -> bool:
+    """The process that reads input and writes output (rank 0 of the world, or the only one)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def model_parallel_is_initialized() -> bool:
     return _TP_GROUP is not None
 
