@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from common import timed
-from glm130b.quantization import fused_available, fused_matmul, pure_matmul, quantize_weight
+from glm130b.quantization import (cpu_int8_available, cpu_int8_matmul, fused_available, fused_matmul,
+                                  pure_matmul, quantize_weight)
 from glm130b.tools.memory import DTYPES
 
 # One TP=8 rank of a GLM-130B layer: [in, out] of each of the four quantised matrices.
@@ -40,6 +41,8 @@ def main() -> None:
     methods = {"INT8 pure": (8, pure_matmul), "INT4 pure": (4, pure_matmul)}
     if fused_available(probe):
         methods.update({"INT8 fused": (8, fused_matmul), "INT4 fused": (4, fused_matmul)})
+    if cpu_int8_available(probe, 8):
+        methods["INT8 torch CPU kernel"] = (8, lambda x, q, s, bits: cpu_int8_matmul(x, q, s))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"device {device} ({name or platform.machine()}), {args.dtype}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; TP=8 shard of GLM-130B")

@@ -20,6 +20,7 @@ from glm130b.parallel import (ColumnParallelLinear, RowParallelLinear, destroy_m
                               initialize_model_parallel, shard)
 from glm130b.quantization import (QuantizedColumnParallelLinear, QuantizedRowParallelLinear,
                                   add_quantization_args, check_quantization_args,
+                                  cpu_int8_available, cpu_int8_matmul, dequantize_weight,
                                   fused_available, fused_matmul, pack_int4, pure_matmul,
                                   quantize_linear, quantize_model, quantize_state_dict,
                                   quantize_weight, quantized_matmul, unpack_int4)
@@ -317,6 +318,33 @@ def test_pure_path_is_chosen_on_cpu():
     x = torch.randn(2, 16)
     assert not fused_available(x)
     assert torch.equal(quantized_matmul(x, q, s, 4), pure_matmul(x, q, s, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tokens, out, inp", [(1, 96, 256), (5, 130, 136), (70, 64, 512)])
+def test_cpu_int8_kernel_matches_the_pure_path_and_is_chosen_without_grad(tokens, out, inp, dtype):
+    g = torch.Generator().manual_seed(tokens)
+    q, s = quantize_weight(torch.randn(out, inp, generator=g), 8)
+    s = s.to(dtype)
+    x = torch.randn(3, tokens, inp, generator=g).to(dtype)
+    bias = torch.randn(out, generator=g).to(dtype)
+    w = dequantize_weight(q, s, 8).double()
+    exact = F.linear(x.double(), w, bias.double())
+    pure, fused = pure_matmul(x, q, s, 8, bias), cpu_int8_matmul(x, q, s, bias)
+    # Rounding in `dtype`, in each path's own summation order: a few ulps of the sum of |terms|.
+    scale = (F.linear(x.double().abs(), w.abs()) + bias.double().abs()).max()
+    tolerance = 4 * torch.finfo(dtype).eps * scale.item()
+    assert (fused.double() - exact).abs().max() <= tolerance
+    assert (pure.double() - exact).abs().max() <= tolerance
+    assert cpu_int8_available(x, 8) and not cpu_int8_available(x, 4)
+    assert torch.equal(quantized_matmul(x, q, s, 8, bias), fused)
+    with torch.enable_grad():  # a gradient through x takes the differentiable pure path
+        leaf = x.clone().requires_grad_()
+        assert torch.equal(quantized_matmul(leaf, q, s, 8, bias).detach(), pure)
+    odd = torch.randn(2, 130, dtype=dtype)  # a width the kernel cannot take: the pure path
+    q, s = quantize_weight(torch.randn(out, 130, generator=g), 8)
+    assert not cpu_int8_available(odd, 8)
+    assert torch.equal(quantized_matmul(odd, q, s.to(dtype), 8), pure_matmul(odd, q, s.to(dtype), 8))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel runs on CUDA")

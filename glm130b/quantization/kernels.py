@@ -5,8 +5,10 @@ matmul, as the reference's CUDA extraction kernels do; it runs wherever PyTorch 
 the CPU tests use. `fused_matmul` is a Triton kernel that reads the packed integers straight
 from memory and applies the row scales to its fp32 accumulator, so the full-precision weight is
 never written out: decoding is bound by reading weights, and INT4 reads a quarter of FP16's
-bytes. `quantized_matmul` picks the fused kernel by itself when the input is an fp16/bf16 CUDA
-tensor, Triton imports and no gradient is needed; otherwise the pure path.
+bytes. On CPU, INT8 has PyTorch's own fused kernel (`torch._weight_int8pack_mm`).
+`quantized_matmul` picks a fused kernel by itself when no gradient is needed and one applies
+(Triton: fp16/bf16 CUDA inputs; PyTorch's: INT8 with bf16/fp32 CPU inputs); otherwise the pure
+path.
 """
 from __future__ import annotations
 
@@ -50,9 +52,29 @@ def fused_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bi
     return y if bias is None else y + bias
 
 
+def cpu_int8_available(x: torch.Tensor, bits: int) -> bool:
+    # The kernel's vectorised loop reads the input dimension 8 at a time: other widths crash
+    # it (every GLM shape is a multiple of 8).
+    return (bits == 8 and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
+            and x.shape[-1] % 8 == 0 and hasattr(torch, "_weight_int8pack_mm"))
+
+
+def cpu_int8_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """PyTorch's own CPU kernel for int8 weights with per-row scales: it reads the int8 matrix
+    directly, so a bf16 decode step costs less than the bf16 weight would (CPU figures in
+    docs/benchmarks.md), where the pure path first writes a full-precision copy."""
+    y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).contiguous(), qweight,
+                                  scale.to(x.dtype))
+    y = y.view(*x.shape[:-1], y.shape[-1])
+    return y if bias is None else y + bias
+
+
 def quantized_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bits: int,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     needs_grad = torch.is_grad_enabled() and x.requires_grad
     if not needs_grad and fused_available(x):
         return fused_matmul(x, qweight, scale, bits, bias)
+    if not needs_grad and cpu_int8_available(x, bits):
+        return cpu_int8_matmul(x, qweight, scale, bias)
     return pure_matmul(x, qweight, scale, bits, bias)
