@@ -82,9 +82,13 @@ def test_refusals(tp1, tmp_path):
     save_checkpoint(bad, tmp_path / "tp2", iteration=49300, tp_rank=1)
     with pytest.raises(CheckpointError, match="attention.dense.weight: shards disagree"):
         convert(tmp_path / "tp2", tmp_path / "out", 1)
-    shard_paths(tmp_path / "tp2")[0].unlink()  # a gap (a missing last shard looks like TP=1)
-    with pytest.raises(CheckpointError, match="missing shard"):
+    shard_paths(tmp_path / "tp2")[1].unlink()  # the last shard: the rest is cut for 2
+    with pytest.raises(CheckpointError, match="degree 2 but 1 shard.*missing shard"):
         convert(tmp_path / "tp2", tmp_path / "out", 1)
+    convert(tp1, tmp_path / "tp4", 4)
+    shard_paths(tmp_path / "tp4")[1].unlink()  # a gap
+    with pytest.raises(CheckpointError, match="missing shard"):
+        convert(tmp_path / "tp4", tmp_path / "out", 1)
     assert not (tmp_path / "out" / "latest").exists()
 
 

@@ -45,9 +45,24 @@ def split_rule(key: str) -> Optional[tuple[int, int]]:
     return 0, 2 if key.endswith(GEGLU) else 1
 
 
+def degree_of(state: dict) -> Optional[int]:
+    """The tensor-parallel degree a shard was cut for, read off its shapes: the fused QKV holds
+    3 x hidden / degree rows, and the LayerNorms hold the whole hidden size."""
+    qkv = [k for k in state if k.endswith("attention.query_key_value.weight")]
+    if not qkv:
+        return None
+    hidden = state[qkv[0].replace("attention.query_key_value.weight", "input_layernorm.weight")]
+    return 3 * hidden.shape[0] // state[qkv[0]].shape[0]
+
+
 def check_sources(sources: list[dict], names: list[str], ratio: int, splitting: bool) -> None:
-    """Every shard holds the same keys with the same shapes, and each split dimension divides
-    into the target's pieces; anything else would write a checkpoint no model can load."""
+    """Every shard holds the same keys with the same shapes, as many shards as they were cut
+    for, and each split dimension divides into the target's pieces; anything else would write
+    a checkpoint no model can load."""
+    degree = degree_of(sources[0])
+    if degree is not None and degree != len(sources):
+        raise CheckpointError(f"{names[0]}: cut for tensor-parallel degree {degree} but "
+                              f"{len(sources)} shard file(s) found; missing shard(s)")
     keys = list(sources[0])
     for state, name in zip(sources[1:], names[1:]):
         if set(state) != set(keys):
