@@ -7,7 +7,7 @@ from memory and applies the row scales to its fp32 accumulator, so the full-prec
 never written out: decoding is bound by reading weights, and INT4 reads a quarter of FP16's
 bytes. On CPU, INT8 has PyTorch's own fused kernel (`torch._weight_int8pack_mm`).
 `quantized_matmul` picks a fused kernel by itself when no gradient is needed and one applies
-(Triton: fp16/bf16 CUDA inputs; PyTorch's: INT8 with bf16/fp32 CPU inputs); otherwise the pure
+(Triton: fp16/bf16 CUDA inputs; PyTorch's: INT8 with bf16 CPU inputs); otherwise the pure
 path.
 """
 from __future__ import annotations
@@ -53,9 +53,10 @@ def fused_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bi
 
 
 def cpu_int8_available(x: torch.Tensor, bits: int) -> bool:
-    # The kernel's vectorised loop reads the input dimension 8 at a time: other widths crash
-    # it (every GLM shape is a multiple of 8).
-    return (bits == 8 and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
+    # bf16 only: the kernel's fp32 variant is up to 25x slower than the pure path beyond one
+    # token. Its vectorised loop reads the input dimension 8 at a time: other widths crash it
+    # (every GLM shape is a multiple of 8).
+    return (bits == 8 and x.device.type == "cpu" and x.dtype == torch.bfloat16
             and x.shape[-1] % 8 == 0 and hasattr(torch, "_weight_int8pack_mm"))
 
 
