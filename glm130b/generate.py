@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .cli import UsageError, run
 from .files import atomic_write_text
-from .generation import BaseStrategy, BeamSearchStrategy, PromptError, build_prompt, fill_blanks
+from .generation import (BaseStrategy, BeamSearchStrategy, PromptError, build_prompt,
+                         end_tokens, fill_blanks, padding_slices)
 from .initialize import add_initialization_args, initialize_model_and_tokenizer
 from .parallel import (get_data_parallel_rank, get_data_parallel_world_size,
                        get_tensor_model_parallel_rank, is_rank0)
@@ -67,15 +68,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def build_strategy(args: argparse.Namespace, tokenizer, vocab_size: int):
-    end_tokens = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-    # Rows that pad the vocabulary are no token: never sample them.
-    invalid = [slice(tokenizer.num_tokens, None)] if vocab_size > tokenizer.num_tokens else []
+    ends, invalid = end_tokens(tokenizer), padding_slices(tokenizer, vocab_size)
     if args.sampling_strategy == "BaseStrategy":
         return BaseStrategy(invalid_slices=invalid, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, end_tokens=end_tokens,
-                            seed=args.seed)
+                            top_k=args.top_k, top_p=args.top_p, end_tokens=ends, seed=args.seed)
     return BeamSearchStrategy(args.num_beams, length_penalty=args.length_penalty,
-                              consider_end=True, end_tokens=end_tokens, invalid_slices=invalid,
+                              consider_end=True, end_tokens=ends, invalid_slices=invalid,
                               no_repeat_ngram_size=args.no_repeat_ngram_size,
                               min_gen_length=args.min_gen_length, seed=args.seed)
 

@@ -21,7 +21,7 @@ from .cli import run
 from .config import GLMConfig
 from .data.corpus import write_corpus
 from .evaluation import evaluate_tasks, load_tasks
-from .generation import BaseStrategy, build_prompt, fill_blanks
+from .generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
 from .model import GLM, AttentionMask
 from .tokenization import get_tokenizer
 from .tokenization.train import train_tokenizer
@@ -61,9 +61,8 @@ BLANKS = ("The capital of France is [MASK].", "法国的首都是[MASK]。",
 
 def fill_some_blanks(model, tokenizer, out_seq_length: int = 32) -> None:
     """Greedy fills of a few blanks in one batch, as `python -m glm130b.generate` makes them."""
-    end_tokens = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-    strategy = BaseStrategy(top_k=1, end_tokens=end_tokens,
-                            invalid_slices=[slice(tokenizer.num_tokens, None)])
+    strategy = BaseStrategy(top_k=1, end_tokens=end_tokens(tokenizer),
+                            invalid_slices=padding_slices(tokenizer, model.config.vocab_size))
     prompts = [build_prompt(text, tokenizer, model.config.max_sequence_length, out_seq_length)
                for text in BLANKS]
     t = time.perf_counter()

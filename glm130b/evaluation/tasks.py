@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..generation import BaseStrategy, BeamSearchStrategy
+from ..generation import BaseStrategy, BeamSearchStrategy, end_tokens, padding_slices
 from . import metrics
 from .configs import (BaseConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                       MultiChoiceTaskConfig)
@@ -140,13 +140,9 @@ class GenerationTask(Task):
 
     def __init__(self, model, tokenizer, config: GenerationTaskConfig):
         super().__init__(model, tokenizer, config)
-        self.end_tokens = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-        self.strategy = self.build_strategy(self.invalid_slices())
-
-    def invalid_slices(self) -> list:
-        # Rows that pad the vocabulary are no token: never generate them.
-        vocab = getattr(getattr(self.model, "config", None), "vocab_size", 0)
-        return [slice(self.tokenizer.num_tokens, None)] if vocab > self.tokenizer.num_tokens else []
+        self.end_tokens = end_tokens(tokenizer)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 0)
+        self.strategy = self.build_strategy(padding_slices(tokenizer, vocab))
 
     def build_strategy(self, invalid_slices: list):
         c = self.config

@@ -1,4 +1,4 @@
 """Generation: decoding strategies and [MASK]/[sMASK]/[gMASK] blank filling (reference §6)."""
 from .filling import (Filled, Prompt, PromptError, batch_filling_sequence, build_prompt,
-                      fill_blanks)
+                      end_tokens, fill_blanks, padding_slices)
 from .strategies import BaseStrategy, BeamSearchStrategy, top_k_top_p_filter

@@ -35,6 +35,17 @@ class Prompt:
     use_gmask: bool    # positions count on through the fill instead of repeating the mask's
 
 
+def end_tokens(tokenizer) -> list[int]:
+    """A blank ends at [eop] or at the end of the text (reference §6.4)."""
+    return [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+
+
+def padding_slices(tokenizer, vocab_size: int) -> list[slice]:
+    """Rows of the output layer past the tokenizer's ids only pad the vocabulary: never
+    generate them (reference pitfall 13)."""
+    return [slice(tokenizer.num_tokens, None)] if vocab_size > tokenizer.num_tokens else []
+
+
 def build_prompt(text: str, tokenizer, max_sequence_length: int,
                  out_seq_length: Optional[int] = None) -> Prompt:
     """The reference's rules: fill [MASK] if present, else [sMASK], else [gMASK] (appended when
