@@ -37,6 +37,22 @@ def shrink_gradient(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return x if alpha == 1.0 or not torch.is_grad_enabled() else _ScaleGradient.apply(x, alpha)
 
 
+def embed(embedding: VocabParallelEmbedding, input_ids: torch.Tensor, config: GLMConfig,
+          training: bool) -> torch.Tensor:
+    """The embedding output, gradient-shrunk and dropped out in training."""
+    alpha = config.shrink_embedding_gradient_alpha if training else 1.0
+    h = shrink_gradient(embedding(input_ids), alpha)
+    return F.dropout(h, config.hidden_dropout, training)
+
+
+def tied_logits(embedding: VocabParallelEmbedding, h: torch.Tensor, config: GLMConfig,
+                training: bool, parallel_output: bool) -> torch.Tensor:
+    weight = embedding.weight
+    if training and config.shrink_logit_embedding_gradient:
+        weight = shrink_gradient(weight, config.shrink_embedding_gradient_alpha)
+    return parallel_lm_logits(h, weight, parallel_output)
+
+
 class GLM(nn.Module):
     def __init__(self, config: GLMConfig):
         super().__init__()
@@ -65,18 +81,13 @@ class GLM(nn.Module):
         blocked = dense_mask(attention_mask, b, s, past, input_ids.device)
         rope = self.rotary(position_ids)
 
-        alpha = self.config.shrink_embedding_gradient_alpha if self.training else 1.0
-        embedding = self.transformer.word_embeddings
-        h = shrink_gradient(embedding(input_ids), alpha)
-        h = F.dropout(h, self.config.hidden_dropout, self.training)
+        h = embed(self.transformer.word_embeddings, input_ids, self.config, self.training)
         mask = attention_mask_for(self.config.attention_impl, blocked, h.dtype)
         for layer in self.transformer.layers:
             h = layer(h, rope, mask, kv_cache)
         h = self.transformer.final_layernorm(h)
-        weight = embedding.weight
-        if self.config.shrink_logit_embedding_gradient:
-            weight = shrink_gradient(weight, alpha)
-        return parallel_lm_logits(h, weight, parallel_output)
+        return tied_logits(self.transformer.word_embeddings, h, self.config, self.training,
+                           parallel_output)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

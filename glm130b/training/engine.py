@@ -1,0 +1,234 @@
+"""The DeepSpeed engine around GLM: process groups, the model (plain, or a pipeline when PP > 1),
+its initialisation, AdamW, and the DeepSpeed config assembled from a JSON file and the
+command line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import socket
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.utils.checkpoint
+
+from ..checkpoint.convert_tp import check_sources, split_rule
+from ..checkpoint.sat import CheckpointError, load_state_dict, shard_paths
+from ..cli import UsageError
+from ..config import GLMConfig
+from ..model import GLM
+from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
+                        get_data_parallel_world_size, get_rng_tracker,
+                        get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
+                        get_tensor_model_parallel_world_size, initialize_model_parallel,
+                        merge, model_parallel_manual_seed, shard, vocab_parallel_cross_entropy)
+from .pipeline import build_pipeline, reference_name
+
+
+def initialize_distributed(tp: int, pp: int) -> torch.device:
+    """Join the launcher's process group (or make a one-process one) and split it."""
+    import deepspeed
+    if "WORLD_SIZE" not in os.environ:  # plain `python -m glm130b.pretrain`
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        # DeepSpeed's CPU shared-memory all-reduce serves inference only; skip its JIT build.
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    world = dist.get_world_size()
+    if world % (tp * pp):
+        raise UsageError(f"{world} processes do not divide into tensor-parallel size {tp} x "
+                         f"pipeline-parallel size {pp}")
+    initialize_model_parallel(tp, pp)
+    return torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+
+
+class TensorParallelUnit:
+    """The process groups under the names DeepSpeed asks of an `mpu`; without a pipeline the
+    model-parallel group is the tensor-parallel one."""
+    get_model_parallel_rank = staticmethod(get_tensor_model_parallel_rank)
+    get_model_parallel_world_size = staticmethod(get_tensor_model_parallel_world_size)
+    get_model_parallel_group = staticmethod(get_tensor_model_parallel_group)
+    get_tensor_model_parallel_rank = staticmethod(get_tensor_model_parallel_rank)
+    get_tensor_model_parallel_world_size = staticmethod(get_tensor_model_parallel_world_size)
+    get_tensor_model_parallel_group = staticmethod(get_tensor_model_parallel_group)
+    get_data_parallel_rank = staticmethod(get_data_parallel_rank)
+    get_data_parallel_world_size = staticmethod(get_data_parallel_world_size)
+    get_data_parallel_group = staticmethod(get_data_parallel_group)
+
+
+def lm_loss(logits: torch.Tensor, labels) -> torch.Tensor:
+    """Cross entropy on the loss-mask tokens, averaged over them (reference §8.3), from this
+    rank's vocabulary slice of the logits."""
+    targets, loss_mask = labels
+    losses = vocab_parallel_cross_entropy(logits.float(), targets)
+    loss_mask = loss_mask.float()
+    return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)
+
+
+def checkpoint(function: Callable, *args):
+    """Activation checkpointing that replays dropout exactly: torch restores the default
+    generator for the recomputation, this restores the tensor-parallel stream too."""
+    tracker = get_rng_tracker()
+    before = tracker.get_states()
+    calls = []
+
+    def run(*inputs):
+        if not calls:
+            calls.append(1)
+            return function(*inputs)
+        after = tracker.get_states()
+        tracker.set_states(before)
+        try:
+            return function(*inputs)
+        finally:
+            tracker.set_states(after)
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+
+
+def checkpoint_layers(model: GLM) -> None:
+    """Recompute each layer's activations in the backward pass (the plain model; the pipeline
+    does this itself). Instance attributes leave the parameter names untouched."""
+    for layer in model.transformer.layers:
+        forward = layer.forward
+        layer.forward = lambda *a, _f=forward: checkpoint(_f, *a)
+
+
+def initialize_weights(model: torch.nn.Module, seed: int, name_of: Callable[[str], str]) -> None:
+    """Draw every layer's weights from a generator seeded by (seed, its reference name), so a
+    model is the same whatever its split into pipeline stages and tensor-parallel ranks."""
+    for name, module in model.named_modules():
+        if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(False)):
+            key = name_of(name)
+            torch.manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
+            module.reset_parameters()
+
+
+def load_reference_weights(model: torch.nn.Module, folder, name_of: Callable[[str], str]) -> str:
+    """Fill this rank's parameters from a reference-layout checkpoint cut for any
+    tensor-parallel degree: each tensor is merged from its shards and cut for this rank."""
+    paths = shard_paths(folder)
+    sources = [load_state_dict(p) for p in paths]  # memory-mapped
+    check_sources(sources, [str(p) for p in paths], 1, False)
+    world, rank = get_tensor_model_parallel_world_size(), get_tensor_model_parallel_rank()
+    for name, param in model.named_parameters():
+        key = name_of(name)
+        if key not in sources[0]:
+            raise CheckpointError(f"{paths[0]}: missing key {key}")
+        pieces = [s[key] for s in sources]
+        rule = split_rule(key)
+        full = merge(pieces, *rule) if rule else pieces[0]
+        local = shard(full, *rule, rank=rank, world=world) if rule else full
+        if local.shape != param.shape:
+            raise CheckpointError(f"{paths[0].parent}: {key} has shape {tuple(full.shape)}, "
+                                  f"the model {tuple(param.shape)} per rank at tensor-parallel "
+                                  f"size {world}")
+        with torch.no_grad():
+            param.copy_(local)
+    return paths[0].parent.name
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: none on biases and LayerNorms (reference §8.2)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def deepspeed_config(args: argparse.Namespace, global_batch: int) -> dict:
+    """The JSON file's settings, with the command line's batch sizes and explicit overrides."""
+    config = {}
+    if args.deepspeed_config:
+        path = Path(args.deepspeed_config)
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
+    dp = get_data_parallel_world_size()
+    if global_batch % (args.micro_batch_size * dp):
+        raise UsageError(f"global batch {global_batch} is not divisible by micro-batch "
+                         f"{args.micro_batch_size} x data-parallel size {dp}")
+    config.update(train_batch_size=global_batch,
+                  train_micro_batch_size_per_gpu=args.micro_batch_size,
+                  gradient_accumulation_steps=global_batch // (args.micro_batch_size * dp))
+    config.setdefault("steps_per_print", 10 ** 9)  # the trainer prints its own progress
+    config.setdefault("gradient_clipping", 1.0)
+    if args.clip_grad is not None:
+        config["gradient_clipping"] = args.clip_grad
+    if args.zero_stage is not None:
+        config.setdefault("zero_optimization", {})["stage"] = args.zero_stage
+    if args.fp16:
+        config.pop("bf16", None)
+        config["fp16"] = {"enabled": True, "loss_scale": 0,
+                          "initial_scale_power": args.initial_loss_scale_power,
+                          "loss_scale_window": args.loss_scale_window,
+                          "hysteresis": args.hysteresis, "min_loss_scale": args.min_loss_scale}
+    if args.bf16:
+        config.pop("fp16", None)
+        config["bf16"] = {"enabled": True}
+    return config
+
+
+def build_engine(args: argparse.Namespace, config: GLMConfig, global_batch: int):
+    """(engine, is_pipeline). The weights come from --load when it names a reference-layout
+    checkpoint (a training checkpoint is restored later, with everything else), else from the
+    seeded initialisation."""
+    import deepspeed
+    from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+    tp, pp = args.model_parallel_size, args.pipeline_model_parallel_size
+    model_parallel_manual_seed(args.seed)
+    if pp > 1:
+        topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp, num_dp=get_data_parallel_world_size())
+        model = build_pipeline(config, topology, lm_loss, args.partition_method,
+                               args.checkpoint_activations, checkpoint)
+        name_of = lambda n: reference_name(n, config.num_layers)  # noqa: E731
+    else:
+        model = GLM(config)
+        if args.checkpoint_activations:
+            checkpoint_layers(model)
+        name_of = lambda n: n  # noqa: E731
+    initialize_weights(model, args.seed, name_of)
+    if args.reference_load:
+        load_reference_weights(model, args.reference_load, name_of)
+    model_parallel_manual_seed(args.seed)  # dropout starts from the same state however built
+    optimizer = torch.optim.AdamW(decay_groups(model, args.weight_decay), lr=args.lr,
+                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps,
+                                  fused=torch.cuda.is_available() or None)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                      config=deepspeed_config(args, global_batch),
+                                      mpu=None if pp > 1 else TensorParallelUnit())
+    return engine, pp > 1
+
+
+def plain_step(engine, micro_batches) -> torch.Tensor:
+    """One optimizer step of the plain (non-pipeline) engine over its micro-batches; the mean
+    micro-batch loss, averaged over data-parallel ranks."""
+    losses = []
+    micro_batches = list(micro_batches)
+    for m, batch in enumerate(micro_batches):
+        engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
+        logits = engine(batch.tokens, position_ids=batch.position_ids,
+                        attention_mask=batch.attention_mask, parallel_output=True)
+        loss = lm_loss(logits, (batch.targets, batch.loss_mask))
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.detach())
+    loss = torch.stack(losses).mean()
+    if get_data_parallel_world_size() > 1:
+        dist.all_reduce(loss, group=get_data_parallel_group())
+        loss /= get_data_parallel_world_size()
+    return loss
+

@@ -1,0 +1,216 @@
+"""The training loop: which samples each rank takes, the schedules applied per step, what a
+person watching sees (progress lines, TensorBoard, a JSON line per step), checkpoints at an
+interval and on SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from ..data.collate import collate
+from ..parallel import get_data_parallel_rank, get_data_parallel_world_size
+from . import checkpointing
+from .engine import plain_step
+from .pipeline import pipeline_inputs
+from .flops import model_flops_per_token, peak_flops
+from .schedules import should_skip
+
+
+@dataclass
+class TrainerState:
+    """Where training stands; saved in every checkpoint."""
+    iteration: int = 0
+    consumed_samples: int = 0
+    skipped_iterations: int = 0   # --skip-train-iteration-range: data passed over
+    skipped_steps: int = 0        # NaN/inf or loss-scale overflow: no update applied
+    layout: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+
+def micro_batches(sampler, start: int, global_batch: int, micro_batch: int, seq_length: int,
+                  device):
+    """This data-parallel rank's micro-batches of the global batch that begins at sample
+    `start`: rank r takes the r-th contiguous share, in micro-batches."""
+    share = global_batch // get_data_parallel_world_size()
+    first = start + get_data_parallel_rank() * share
+    for m in range(0, share, micro_batch):
+        samples = [sampler[k] for k in range(first + m, first + m + micro_batch)]
+        yield collate(samples, seq_length).to(device)
+
+
+class StopSignal:
+    """SIGTERM/SIGINT ask for a checkpoint and a clean exit after the current step; every rank
+    learns of a signal any rank received."""
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def any_rank(self) -> bool:
+        flag = torch.tensor([1 if self.received else 0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+class Monitor:
+    """Rank 0's view: a JSON line per step, TensorBoard scalars, a progress line per interval."""
+
+    def __init__(self, args, config, world: int, device):
+        self.rank0 = dist.get_rank() == 0
+        self.interval, self.seq_length, self.world = args.log_interval, args.seq_length, world
+        self.flops_per_token = model_flops_per_token(config, args.seq_length)
+        self.peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(
+            device, torch.bfloat16 if args.bf16 or args.fp16 else torch.float32)
+        self.window: list[dict] = []
+        self.log = self.writer = None
+        if self.rank0 and args.train_log:
+            Path(args.train_log).parent.mkdir(parents=True, exist_ok=True)
+            self.log = open(args.train_log, "a", encoding="utf-8")
+        if self.rank0 and args.tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(args.tensorboard_dir)
+
+    def step(self, state: TrainerState, record: dict) -> None:
+        if not self.rank0:
+            return
+        if self.log:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+        self.window.append(record)
+        if state.iteration % self.interval == 0:
+            self._report(state)
+
+    def _report(self, state: TrainerState) -> None:
+        steps = [r for r in self.window if "loss" in r]
+        self.window = []
+        if not steps:
+            return
+        seconds = sum(r["step_time"] for r in steps)
+        tokens_per_s = sum(r["batch_size"] for r in steps) * self.seq_length / seconds
+        tflops = tokens_per_s * self.flops_per_token / self.world / 1e12
+        finite = [r["loss"] for r in steps if math.isfinite(r["loss"])]
+        loss = sum(finite) / len(finite) if finite else float("nan")
+        last = steps[-1]
+        mfu = f" | MFU {tflops * 1e12 / self.peak:.1%}" if self.peak else ""
+        print(f"iteration {state.iteration} | samples {state.consumed_samples:,} | tokens "
+              f"{state.consumed_samples * self.seq_length:,} | loss {loss:.4f} | lr "
+              f"{last['lr']:.3e} | grad norm {last['grad_norm'] or 0:.3f} | loss scale "
+              f"{last['loss_scale']:g} | skipped {state.skipped_steps} | {tokens_per_s:,.0f} "
+              f"tokens/s | {tflops:.3f} TFLOP/s per device{mfu}", flush=True)
+        if self.writer:
+            scalars = {"loss": loss, "lr": last["lr"], "grad_norm": last["grad_norm"] or 0.0,
+                       "loss_scale": last["loss_scale"], "batch_size": last["batch_size"],
+                       "tokens_per_s": tokens_per_s, "tflops_per_device": tflops,
+                       "skipped_steps": state.skipped_steps}
+            if self.peak:
+                scalars["mfu"] = tflops * 1e12 / self.peak
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, state.iteration)
+            self.writer.add_scalar("train/loss_vs_samples", loss, state.consumed_samples)
+            self.writer.add_scalar("train/loss_vs_tokens", loss,
+                                   state.consumed_samples * self.seq_length)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+        if self.writer:
+            self.writer.close()
+
+
+def _loss_scale(engine) -> float:
+    scale = getattr(engine.optimizer, "cur_scale", None)
+    return float(scale) if scale is not None else 1.0
+
+
+def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedules, config,
+          device) -> TrainerState:
+    """Run until --train-iters / --train-samples, --exit-interval or a signal; checkpoints
+    every --save-interval iterations and at the end."""
+    lr_at, batch_at, shrink_at, skip_ranges = schedules
+    monitor = Monitor(args, config, dist.get_world_size(), device)
+    stop = StopSignal()
+    batch_size = None
+    saved_at = state.iteration
+
+    def save():
+        nonlocal saved_at
+        if args.save and saved_at != state.iteration:
+            checkpointing.save(engine, args.save, state.iteration, vars_of(state), args.keep_last)
+            saved_at = state.iteration
+
+    try:
+        while not finished(args, state):
+            iteration, start = state.iteration + 1, state.consumed_samples
+            global_batch = batch_at(start)
+            if should_skip(iteration, skip_ranges):
+                state.iteration, state.consumed_samples = iteration, start + global_batch
+                state.skipped_iterations += 1
+                monitor.step(state, {"iteration": iteration, "consumed_samples":
+                                     state.consumed_samples, "skipped_data": True})
+                continue
+            if global_batch != batch_size:
+                engine.set_train_batch_size(global_batch)
+                batch_size = global_batch
+            lr = lr_at(start)
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr
+            config.shrink_embedding_gradient_alpha = shrink_at(iteration)
+            batches = micro_batches(sampler, start, global_batch, args.micro_batch_size,
+                                    args.seq_length, device)
+            skipped_before = engine.skipped_steps
+            t = time.perf_counter()
+            if is_pipeline:
+                loss = engine.train_batch(data_iter=((pipeline_inputs(b), (b.targets, b.loss_mask))
+                                                     for b in batches))
+            else:
+                loss = plain_step(engine, batches)
+            loss = float(loss)
+            step_time = time.perf_counter() - t
+            skipped = engine.skipped_steps != skipped_before or not math.isfinite(loss)
+            state.iteration, state.consumed_samples = iteration, start + global_batch
+            state.skipped_steps += skipped
+            norm = engine.get_global_grad_norm()
+            monitor.step(state, {"iteration": iteration, "consumed_samples": state.consumed_samples,
+                                 "loss": loss, "lr": lr, "batch_size": global_batch,
+                                 "grad_norm": None if norm is None else float(norm),
+                                 "loss_scale": _loss_scale(engine), "skipped": skipped,
+                                 "step_time": step_time})
+            if args.save_interval and iteration % args.save_interval == 0:
+                save()
+            if stop.any_rank():
+                save()
+                if dist.get_rank() == 0:
+                    print(f"signal received: saved at iteration {state.iteration}, exiting",
+                          flush=True)
+                break
+            if args.exit_interval and iteration % args.exit_interval == 0:
+                break
+        save()
+    finally:
+        monitor.close()
+    return state
+
+
+def finished(args, state: TrainerState) -> bool:
+    if args.train_iters is not None and state.iteration >= args.train_iters:
+        return True
+    return args.train_samples is not None and state.consumed_samples >= args.train_samples
+
+
+def vars_of(state: TrainerState) -> dict:
+    return dict(state.__dict__)
