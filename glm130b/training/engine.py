@@ -224,11 +224,28 @@ def plain_step(engine, micro_batches) -> torch.Tensor:
                         attention_mask=batch.attention_mask, parallel_output=True)
         loss = lm_loss(logits, (batch.targets, batch.loss_mask))
         engine.backward(loss)
-        engine.step()
         losses.append(loss.detach())
+        if m == len(micro_batches) - 1 and _unguarded(engine) and not _all_finite(losses):
+            for p in engine.module.parameters():
+                p.grad = None  # AdamW leaves a parameter without a gradient untouched
+        engine.step()
     loss = torch.stack(losses).mean()
     if get_data_parallel_world_size() > 1:
         dist.all_reduce(loss, group=get_data_parallel_group())
         loss /= get_data_parallel_world_size()
     return loss
 
+
+
+def _unguarded(engine) -> bool:
+    """fp32 without ZeRO is the one DeepSpeed setup that applies a NaN/inf step; ZeRO and the
+    fp16/bf16 optimizers skip it themselves."""
+    return engine.zero_optimization_stage() == 0 and not (engine.fp16_enabled()
+                                                          or engine.bfloat16_enabled())
+
+
+def _all_finite(losses: list[torch.Tensor]) -> bool:
+    bad = torch.tensor([0.0 if torch.isfinite(torch.stack(losses)).all() else 1.0],
+                       device=losses[0].device)
+    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return not bad.item()
