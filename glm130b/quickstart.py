@@ -1,7 +1,8 @@
 """The embedded default, end to end on CPU: generate the bilingual corpus, train a tokenizer on
-it, build the tiny GLM, save and reload it in the reference checkpoint layout, score [gMASK]
-samples with it, fill [MASK] and [gMASK] blanks in English and Chinese, and evaluate it on the
-bundled sample tasks (tasks/sample).
+it, tokenize the corpus into token files, pretrain the tiny GLM on them through the DeepSpeed
+launcher (scripts/pretrain.sh with configs/pretrain_glm_tiny.sh), export the checkpoint to the
+reference layout, reload it, score [gMASK] samples, fill [MASK] and [gMASK] blanks in English
+and Chinese, and evaluate it on the bundled sample tasks (tasks/sample).
 
     python -m glm130b.quickstart --output-dir quickstart-output
 """
@@ -10,16 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
+from .checkpoint.export import export
 from .cli import run
 from .config import GLMConfig
 from .data.corpus import write_corpus
+from .data.preprocess import preprocess
 from .evaluation import evaluate_tasks, load_tasks
 from .generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
 from .model import GLM, AttentionMask
@@ -53,7 +59,9 @@ def gmask_batch(texts, tokenizer, seq_len: int):
 
 
 # The repository's bundled tasks, built from the same fact tables as the corpus.
-SAMPLE_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "sample"
+REPO = Path(__file__).resolve().parents[1]
+DEEPSPEED_LOG = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+SAMPLE_TASKS = REPO / "tasks" / "sample"
 
 BLANKS = ("The capital of France is [MASK].", "法国的首都是[MASK]。",
           "Two plus three is [gMASK]", "日本的首都是")
@@ -72,14 +80,31 @@ def fill_some_blanks(model, tokenizer, out_seq_length: int = 32) -> None:
     print(f"{len(prompts)} prompts filled in one batch in {time.perf_counter() - t:.2f} s")
 
 
+def pretrain(out: Path, train_iters: int) -> Path:
+    """Train glm-tiny as a user would: scripts/pretrain.sh, i.e. the DeepSpeed launcher running
+    `python -m glm130b.pretrain` with configs/pretrain_glm_tiny.sh's recipe."""
+    save = out / "checkpoints" / "pretrain"
+    env = dict(os.environ, QUICKSTART_DIR=str(out), SAVE=str(save), TRAIN_ITERS=str(train_iters))
+    script = REPO / "scripts" / "pretrain.sh"
+    with subprocess.Popen(["bash", str(script)], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # the trainer's progress; DeepSpeed's dated log lines are noise here
+            if line.strip() and not DEEPSPEED_LOG.match(line):
+                print("  " + line.rstrip(), flush=True)
+    if proc.returncode:
+        raise SystemExit(f"error: scripts/pretrain.sh failed (exit {proc.returncode})")
+    return save
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output-dir", default="quickstart-output")
     p.add_argument("--num-documents", type=int, default=20000)
     p.add_argument("--vocab-size", type=int, default=4000, help="tokenizer pieces")
+    p.add_argument("--train-iters", type=int, default=300)
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
-    out = Path(args.output_dir)
+    out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
@@ -98,18 +123,25 @@ def main(argv=None) -> int:
           f"in {time.perf_counter() - t:.1f} s")
     print(f"  {sample!r} -> {tokenizer.tokenize(sample)}")
 
-    t = step("3. build glm-tiny and save it in the reference checkpoint layout")
-    config = GLMConfig.from_preset("glm-tiny")
-    if tokenizer.num_tokens > config.vocab_size:
-        raise SystemExit(f"error: tokenizer has {tokenizer.num_tokens} ids, glm-tiny's "
-                         f"vocabulary {config.vocab_size}")
-    model = GLM(config)
-    ckpt = out / "checkpoints" / "glm-tiny"
-    save_checkpoint(model, ckpt, iteration=0)
-    print(f"glm-tiny: {model.num_parameters():,} parameters, {config.num_layers} layers, "
-          f"hidden {config.hidden_size}, {config.num_attention_heads} heads; saved to {ckpt}")
+    step("3. tokenize the corpus into token files")
+    preprocess([str(corpus)], str(out / "text"), "sentencepiece", str(model_file), workers=1)
 
-    t = step("4. reload it and score [gMASK] samples")
+    t = step(f"4. pretrain glm-tiny for {args.train_iters} steps (scripts/pretrain.sh: the "
+             "DeepSpeed launcher, [gMASK] and [MASK] objectives)")
+    save = pretrain(out, args.train_iters)
+    steps = [json.loads(line) for line in (save / "train_log.jsonl").open()]
+    losses = [r["loss"] for r in steps if "loss" in r]
+    print(f"trained in {time.perf_counter() - t:.0f} s: loss {losses[0]:.3f} at the first step, "
+          f"{sum(losses[-10:]) / len(losses[-10:]):.3f} over the last 10")
+
+    step("5. export the training checkpoint to the reference layout")
+    config = GLMConfig.from_preset("glm-tiny", hidden_dropout=0.0, attention_dropout=0.0)
+    ckpt = out / "checkpoints" / "glm-tiny"
+    export(save, ckpt, target_tp=1)
+    print(f"{ckpt}: glm-tiny, {config.num_layers} layers, hidden {config.hidden_size}, "
+          f"{config.num_attention_heads} heads, in the layout generate/evaluate --load")
+
+    t = step("6. reload it and score [gMASK] samples")
     with torch.device("meta"):
         reloaded = GLM(config)
     iteration = load_checkpoint(reloaded, ckpt)
@@ -126,11 +158,10 @@ def main(argv=None) -> int:
     print(f"loss on {int((labels != -100).sum())} predicted tokens: {loss.item():.3f} "
           f"(an untrained model is near ln({config.vocab_size}) = {math.log(config.vocab_size):.3f})")
 
-    step("5. fill blanks with it (an untrained model fills them with noise)")
+    step("7. fill blanks with it")
     fill_some_blanks(reloaded, tokenizer)
 
-    step("6. evaluate it on the sample tasks (an untrained model scores near chance: 25% on "
-         "facts-choice)")
+    step("8. evaluate it on the sample tasks (chance is 25% on facts-choice)")
     evaluate_tasks(reloaded, tokenizer, load_tasks([str(SAMPLE_TASKS)]),
                    output_path=str(out / "evaluation"))
     print(f"\ndone: outputs in {out}/")

@@ -26,7 +26,7 @@ from ..cli import run
 from ..parallel import merge, shard
 from ..quantization import quantize_state_dict
 from .sat import (CheckpointError, atomic_torch_save, load_state_dict, own_storage, read_latest,
-                  shard_name, shard_paths, write_latest)
+                  replace_folder, shard_name, shard_paths, write_latest)
 
 ROW_PARALLEL = ("attention.dense.weight", "mlp.dense_4h_to_h.weight")
 GEGLU = ("mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias")
@@ -134,14 +134,7 @@ def convert(input_folder, output_folder, target_tp: int, quantize=None) -> Path:
         atomic_torch_save({"module": {k: own_storage(v) for k, v in state.items()}},
                           staging / shard_name(t))
         del state
-    if final.exists():
-        old = output_folder / f".{iteration}.replaced"
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
+    replace_folder(staging, final)
     write_latest(output_folder, iteration)
     return final
 

@@ -1,5 +1,4 @@
-"""Export a checkpoint of `glm130b.pretrain` to the reference layout at any tensor-parallel
-degree, and optionally to one safetensors file.
+"""Export a training checkpoint to the reference layout (any TP) and safetensors.
 
     python -m glm130b.checkpoint.export --input-folder checkpoints/run \\
         --output-folder glm-tiny-sat --target-tp 1 --safetensors
@@ -32,11 +31,12 @@ from ..cli import run
 from ..config import GLMConfig
 from ..files import atomic_write_text
 from ..parallel import merge, shard
-from ..training.checkpointing import META, _safe_globals
+from ..training.checkpointing import META
+from ..training.checkpointing import load_file as load_deepspeed_file
 from ..training.pipeline import reference_name
 from .convert_tp import check_sources, split_rule
-from .sat import (CheckpointError, atomic_torch_save, own_storage, read_latest, shard_name,
-                  write_latest)
+from .sat import (CheckpointError, atomic_torch_save, own_storage, read_latest, replace_folder,
+                  shard_name, write_latest)
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -57,14 +57,8 @@ def training_checkpoint(folder: Path, iteration: Optional[str]) -> tuple[Path, d
 
 
 def load_file(path: Path):
-    """One of DeepSpeed's files, weights only and memory-mapped: nothing is read until used."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    with torch.serialization.safe_globals(_safe_globals()):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # noqa: BLE001  (any unreadable file is the same error)
-            raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    """Memory-mapped: nothing is read until used."""
+    return load_deepspeed_file(path, "cpu", mmap=True)
 
 
 def plain_shards(step: Path, tp: int) -> list[dict]:
@@ -122,18 +116,6 @@ def piece(shards: list[dict], key: str, rank: int, world: int,
         whole = merge([s[key] for s in shards], *rule) if len(shards) > 1 else tensor
         tensor = shard(whole, *rule, rank=rank, world=world)
     return own_storage(tensor if dtype is None else tensor.to(dtype))
-
-
-def replace_folder(staging: Path, final: Path) -> None:
-    """Move a finished folder into place; an old one of the same name goes only after."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
 
 
 def write_reference(shards: list[dict], out: Path, iteration: str, target_tp: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -143,6 +144,18 @@ def own_storage(t: torch.Tensor) -> torch.Tensor:
     t = t.detach()
     whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
     return t if whole and t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
+
+
+def replace_folder(staging: Path, final: Path) -> None:
+    """Move a finished folder into place; an old one of the same name goes only after."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old)
+    else:
+        staging.rename(final)
 
 
 def write_latest(folder: PathLike, iteration: Union[int, str]) -> None:

@@ -33,7 +33,7 @@ META = "glm130b_training.json"
 TAG = re.compile(r"global_step(\d+)$")
 
 
-def _safe_globals() -> list:
+def safe_globals() -> list:
     """The non-tensor classes DeepSpeed puts in its checkpoints: plain containers and enums."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
@@ -50,13 +50,18 @@ class AtomicCheckpointEngine(TorchCheckpointEngine):
         atomic_torch_save(state_dict, path)
 
     def load(self, path: str, map_location=None):
-        with torch.serialization.safe_globals(_safe_globals()):
-            try:
-                return torch.load(path, map_location=map_location, weights_only=True)
-            except Exception as e:  # noqa: BLE001  (any unreadable file is the same error)
-                raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+        return load_file(path, map_location)
 
 
+def load_file(path, map_location=None, mmap: bool = False):
+    """One of DeepSpeed's checkpoint files, weights only (memory-mapped if asked)."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
+    with torch.serialization.safe_globals(safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception as e:  # noqa: BLE001  (any unreadable file is the same error)
+            raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
 
 def is_training_checkpoint(folder) -> bool:
     try:
