@@ -1,6 +1,8 @@
 """Configs under the reference's names, the 130B shape on meta, memory per GPU, and the
 entry points' start-up from the reference's MODEL_ARGS."""
 import argparse
+import os
+import re
 import shlex
 import subprocess
 import sys
@@ -94,11 +96,18 @@ def test_initialize_builds_from_tiny_model_args_and_checkpoint(tmp_path):
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
+    """The whole path with a short training: the DeepSpeed launcher trains, the export loads."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", DS_ACCELERATOR="cpu",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     out = subprocess.run([sys.executable, "-m", "glm130b.quickstart", "--output-dir",
-                          str(tmp_path), "--num-documents", "2000"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+                          str(tmp_path), "--num-documents", "2000", "--train-iters", "12"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "4,207,440 parameters" in out.stdout
+    first, last = (float(x) for x in re.search(r"loss ([\d.]+) at the first step, ([\d.]+) over",
+                                               out.stdout).groups())
+    assert abs(first - 8.318) < 0.2 and last < first - 1.0  # from ln(4096), clearly down
     loss = float(out.stdout.split("predicted tokens: ")[1].split()[0])
-    assert abs(loss - 8.318) < 0.2  # untrained: near ln(4096)
-    assert (tmp_path / "checkpoints" / "glm-tiny" / "latest").read_text().strip() == "0"
+    assert loss < first - 1.0
+    assert (tmp_path / "checkpoints" / "glm-tiny" / "latest").read_text().strip() == "12"
+    assert "Finish task facts-choice" in out.stdout

@@ -214,6 +214,17 @@ def test_reference_checkpoint_at_tp2_starts_a_pipeline_run(data, tmp_path):
     assert first == pytest.approx(sum(expected) / len(expected), abs=1e-5)
 
 
+@pytest.mark.parametrize("zero", [0, 1])
+def test_nan_steps_are_skipped_and_counted(data, tmp_path, zero):
+    """An absurd learning rate makes the weights overflow after one step: every later step is
+    NaN, skipped (no update) and counted, and the run finishes."""
+    log = tmp_path / "log.jsonl"
+    out = pretrain(args_for(data, lr=1e37, zero_stage=zero, train_log=log))
+    records = [json.loads(line) for line in log.open()]
+    assert [r["skipped"] for r in records] == [False, True, True, True]
+    assert "3 skipped steps" in out.stdout
+
+
 def test_bad_input_is_one_line(data, tmp_path):
     bad = tmp_path / "ds.json"
     bad.write_text('{"zero_optimization": {"stage": 1,}}')

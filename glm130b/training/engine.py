@@ -226,9 +226,11 @@ def plain_step(engine, micro_batches) -> torch.Tensor:
         engine.backward(loss)
         losses.append(loss.detach())
         if m == len(micro_batches) - 1 and _unguarded(engine) and not _all_finite(losses):
-            for p in engine.module.parameters():
-                p.grad = None  # AdamW leaves a parameter without a gradient untouched
-        engine.step()
+            engine.set_gradient_accumulation_boundary(False)  # no optimizer step: skip it
+            engine.step()
+            engine.optimizer.zero_grad(set_to_none=True)
+        else:
+            engine.step()
     loss = torch.stack(losses).mean()
     if get_data_parallel_world_size() > 1:
         dist.all_reduce(loss, group=get_data_parallel_group())

@@ -108,14 +108,15 @@ class Monitor:
         mfu = f" | MFU {tflops * 1e12 / self.peak:.1%}" if self.peak else ""
         print(f"iteration {state.iteration} | samples {state.consumed_samples:,} | tokens "
               f"{state.consumed_samples * self.seq_length:,} | loss {loss:.4f} | lr "
-              f"{last['lr']:.3e} | grad norm {last['grad_norm'] or 0:.3f} | loss scale "
+              f"{last['lr']:.3e} | grad norm {_number(last['grad_norm'])} | loss scale "
               f"{last['loss_scale']:g} | skipped {state.skipped_steps} | {tokens_per_s:,.0f} "
               f"tokens/s | {tflops:.3f} TFLOP/s per device{mfu}", flush=True)
         if self.writer:
-            scalars = {"loss": loss, "lr": last["lr"], "grad_norm": last["grad_norm"] or 0.0,
-                       "loss_scale": last["loss_scale"], "batch_size": last["batch_size"],
+            scalars = {"loss": loss, "lr": last["lr"], "loss_scale": last["loss_scale"], "batch_size": last["batch_size"],
                        "tokens_per_s": tokens_per_s, "tflops_per_device": tflops,
                        "skipped_steps": state.skipped_steps}
+            if last["grad_norm"] is not None:
+                scalars["grad_norm"] = last["grad_norm"]
             if self.peak:
                 scalars["mfu"] = tflops * 1e12 / self.peak
             for name, value in scalars.items():
@@ -130,6 +131,10 @@ class Monitor:
             self.log.close()
         if self.writer:
             self.writer.close()
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _loss_scale(engine) -> float:
