@@ -88,7 +88,7 @@ def pretrain(out: Path, train_iters: int) -> Path:
     script = REPO / "scripts" / "pretrain.sh"
     with subprocess.Popen(["bash", str(script)], env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:  # the trainer's progress; DeepSpeed's dated log lines are noise here
+        for line in proc.stdout:  # the trainer's progress; DeepSpeed's dated lines are noise
             if line.strip() and not DEEPSPEED_LOG.match(line):
                 print("  " + line.rstrip(), flush=True)
     if proc.returncode:
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     print(f"loaded iteration {iteration}; forward of {tokens.numel():,} tokens in "
           f"{elapsed:.2f} s ({tokens.numel() / elapsed:,.0f} tokens/s)")
     print(f"loss on {int((labels != -100).sum())} predicted tokens: {loss.item():.3f} "
-          f"(an untrained model is near ln({config.vocab_size}) = {math.log(config.vocab_size):.3f})")
+          f"(untrained: ln({config.vocab_size}) = {math.log(config.vocab_size):.3f})")
 
     step("7. fill blanks with it")
     fill_some_blanks(reloaded, tokenizer)

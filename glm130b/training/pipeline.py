@@ -78,10 +78,12 @@ class FinalLayerNormPipe(nn.LayerNorm):
 
 def build_pipeline(config: GLMConfig, topology, loss_fn, partition_method: str,
                    activation_checkpointing: bool, checkpoint_func) -> PipelineModule:
-    specs = [TiedLayerSpec("embed", EmbeddingPipe, config, tied_weight_attr="word_embeddings.weight")]
+    embedding = TiedLayerSpec("embed", EmbeddingPipe, config,
+                              tied_weight_attr="word_embeddings.weight")
+    specs = [embedding]
     specs += [LayerSpec(TransformerLayerPipe, config, i) for i in range(config.num_layers)]
     specs += [LayerSpec(FinalLayerNormPipe, config.hidden_size, eps=config.layernorm_epsilon),
-              TiedLayerSpec("embed", EmbeddingPipe, config, tied_weight_attr="word_embeddings.weight")]
+              embedding]
     return PipelineModule(layers=specs, loss_fn=loss_fn, topology=topology,
                           partition_method=partition_method,
                           activation_checkpoint_interval=1 if activation_checkpointing else 0,

@@ -40,7 +40,8 @@ class LRSchedule:
             return self.lr
         if consumed_samples > self.decay_samples:
             return self.min_lr
-        ratio = (consumed_samples - self.warmup_samples) / (self.decay_samples - self.warmup_samples)
+        ratio = ((consumed_samples - self.warmup_samples)
+                 / (self.decay_samples - self.warmup_samples))
         if self.style == "cosine":
             coeff = 0.5 * (math.cos(math.pi * ratio) + 1.0)
         else:

@@ -112,7 +112,8 @@ class Monitor:
               f"{last['loss_scale']:g} | skipped {state.skipped_steps} | {tokens_per_s:,.0f} "
               f"tokens/s | {tflops:.3f} TFLOP/s per device{mfu}", flush=True)
         if self.writer:
-            scalars = {"loss": loss, "lr": last["lr"], "loss_scale": last["loss_scale"], "batch_size": last["batch_size"],
+            scalars = {"loss": loss, "lr": last["lr"], "loss_scale": last["loss_scale"],
+                       "batch_size": last["batch_size"],
                        "tokens_per_s": tokens_per_s, "tflops_per_device": tflops,
                        "skipped_steps": state.skipped_steps}
             if last["grad_norm"] is not None:
@@ -138,7 +139,7 @@ def _number(value) -> str:
 
 
 def _loss_scale(engine) -> float:
-    scale = getattr(engine.optimizer, "cur_scale", None)
+    scale = getattr(engine.optimizer, "loss_scale", None)  # fp16 optimizers; None otherwise
     return float(scale) if scale is not None else 1.0
 
 
