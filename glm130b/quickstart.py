@@ -115,8 +115,10 @@ def main(argv=None) -> int:
           f"in {time.perf_counter() - t:.1f} s")
 
     t = step("2. train a sentencepiece tokenizer on it")
+    # Short pieces: whole Chinese fact sentences would otherwise become single pieces, and a
+    # prompt cut before its answer would tokenize unlike anything in training.
     model_file = train_tokenizer([str(corpus)], out / "tokenizer", vocab_size=args.vocab_size,
-                                 model_type="bpe")
+                                 model_type="bpe", max_piece_length=4)
     tokenizer = get_tokenizer("sentencepiece", str(model_file))
     sample = "The capital of France is Paris. 法国的首都是巴黎。"
     print(f"{model_file}: {tokenizer.num_text_tokens} pieces + 8 GLM specials "

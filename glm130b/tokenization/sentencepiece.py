@@ -16,6 +16,13 @@ from glm130b.tokenization.base import SENTENCE_END_CHARS, GLMTokenizer
 # icetk's literal newline piece (a user-defined symbol, so it always encodes as one token).
 NEWLINE_PIECE = "<n>"
 _DUMMY_PREFIX = "\u2581"
+_SENTINEL = "a"
+
+
+def _starts_cjk(text: str) -> bool:
+    c = text[:1]
+    return bool(c) and ("\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f"
+                        or "\uff00" <= c <= "\uffef")
 
 
 def require_file(path: str | os.PathLike, hint: str) -> Path:
@@ -33,10 +40,12 @@ class SentencePieceText:
     as icetk does by default; False writes each `\\n` as the `<n>` piece.
     """
 
-    def __init__(self, path: Path, offset: int, ignore_linebreak: bool):
+    def __init__(self, path: Path, offset: int, ignore_linebreak: bool,
+                 mark_before_cjk: bool = True):
         self.sp = spm.SentencePieceProcessor(model_file=str(path))
         self.offset = offset
         self.ignore_linebreak = ignore_linebreak
+        self.mark_before_cjk = mark_before_cjk
         if not ignore_linebreak and self.piece_id(NEWLINE_PIECE) is None:
             raise ValueError(f"{path} has no {NEWLINE_PIECE!r} piece, so newlines cannot be "
                              "kept; use ignore_linebreak=True")
@@ -65,7 +74,16 @@ class SentencePieceText:
     def encode(self, text: str) -> list[int]:
         if not self.ignore_linebreak:
             text = text.replace("\n", NEWLINE_PIECE)
-        return [i + self.offset for i in self.sp.encode(text)]
+        if self.mark_before_cjk or not _starts_cjk(text):
+            return [i + self.offset for i in self.sp.encode(text)]
+        # Chinese runs on without spaces, so a piece of text that starts in Chinese (a choice,
+        # a prompt, a blank's fill) tokenizes as it would inside a sentence: the dummy-prefix
+        # mark goes to a Latin sentinel, which the script split keeps apart, and is dropped.
+        ids = self.sp.encode(_SENTINEL + text)
+        head = ""
+        while ids and head != _DUMMY_PREFIX + _SENTINEL:
+            head += self.sp.id_to_piece(ids.pop(0))
+        return [i + self.offset for i in ids]
 
     def decode(self, ids: list[int]) -> str:
         local = [i - self.offset for i in ids]
@@ -87,7 +105,9 @@ class SentencePieceTokenizer(GLMTokenizer):
     def __init__(self, path: str | os.PathLike, ignore_linebreak: bool = True):
         path = require_file(path, "train one with `python -m glm130b.tokenization.train` "
                                   "or pass --tokenizer-model PATH")
-        self.text = SentencePieceText(path, offset=0, ignore_linebreak=ignore_linebreak)
+        # Our models mark no word boundary before Chinese text (icetk's keep SentencePiece's).
+        self.text = SentencePieceText(path, offset=0, ignore_linebreak=ignore_linebreak,
+                                      mark_before_cjk=False)
         eos, pad = self.text.sp.eos_id(), self.text.sp.pad_id()
         if eos < 0:
             raise ValueError(f"{path} has no </s> piece; retrain it with an eos id")

@@ -58,7 +58,7 @@ def _json_text(line: str, key: str, where: str) -> str:
 
 def train_tokenizer(inputs, output_prefix: str | os.PathLike, vocab_size: int = 4000,
                     model_type: str = "unigram", character_coverage: float = 0.9995,
-                    json_key: str | None = None) -> Path:
+                    json_key: str | None = None, max_piece_length: int = 16) -> Path:
     """Train on `inputs` and write `<output_prefix>.model` / `.vocab`; returns the .model path."""
     for path in map(Path, inputs):
         if not path.is_file():
@@ -78,7 +78,7 @@ def train_tokenizer(inputs, output_prefix: str | os.PathLike, vocab_size: int = 
             sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
             model_type=model_type, character_coverage=character_coverage,
             normalization_rule_tsv=str(rule), byte_fallback=True, hard_vocab_limit=False,
-            add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+            max_sentencepiece_length=max_piece_length, add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
             user_defined_symbols=[NEWLINE_PIECE], num_threads=os.cpu_count() or 1,
             minloglevel=1)
     return prefix.with_name(prefix.name + ".model")
@@ -92,6 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--model-type", choices=("bpe", "unigram"), default="unigram")
     parser.add_argument("--character-coverage", type=float, default=0.9995)
+    parser.add_argument("--max-piece-length", type=int, default=16,
+                        help="longest piece in characters; a small corpus of repeated Chinese "
+                             "sentences otherwise learns whole sentences as pieces")
     parser.add_argument("--json-key", default=None,
                         help="read every input as JSON lines and take this key "
                              "(.json/.jsonl inputs are read so anyway, with key 'text')")
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         path = train_tokenizer(args.input, args.output_prefix, args.vocab_size, args.model_type,
-                               args.character_coverage, args.json_key)
+                               args.character_coverage, args.json_key, args.max_piece_length)
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: SentencePiece's checks
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return 2
