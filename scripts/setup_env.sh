@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${GLM_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 stamp="$VENV/.glm130b-installed"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" "$ROOT/scripts/setup_env.sh" | sha1sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   log="$VENV/install.log"
@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   {
     if [ -n "${GLM_TORCH_SPEC:-}" ]; then "$VENV/bin/pip" install "$GLM_TORCH_SPEC"; fi &&
-    "$VENV/bin/pip" install -r "$ROOT/requirements.txt" pytest &&
+    "$VENV/bin/pip" install -r "$ROOT/requirements.txt" pytest matplotlib &&
     "$VENV/bin/pip" install --no-deps -e "$ROOT"
   } > "$log" 2>&1 || { tail -n 30 "$log" >&2; echo "error: installation failed, see $log" >&2; exit 1; }
   echo "$want" > "$stamp"
