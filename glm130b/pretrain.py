@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch.distributed as dist
 
-from .checkpoint.sat import read_latest
 from .cli import UsageError, run
 from .config import GLMConfig, add_model_args
 from .data.mixture import add_data_args, build_mixture
@@ -142,8 +140,7 @@ def main(argv=None) -> int:
     resume = bool(args.load) and checkpointing.is_training_checkpoint(args.load)
     args.reference_load = args.load if args.load and not resume else None
     if resume:  # the batch size DeepSpeed starts with depends on where the run stands
-        saved = Path(args.load) / read_latest(args.load) / checkpointing.META
-        state.consumed_samples = json.loads(saved.read_text())["consumed_samples"]
+        state.consumed_samples = checkpointing.read_meta(args.load)["consumed_samples"]
     engine, is_pipeline = build_engine(args, config, batch_at(state.consumed_samples))
     if resume:
         state = TrainerState(**{**checkpointing.load(engine, args.load),

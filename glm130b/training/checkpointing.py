@@ -71,6 +71,12 @@ def is_training_checkpoint(folder) -> bool:
     return (Path(folder) / tag / META).is_file()
 
 
+def read_meta(folder) -> dict:
+    """The trainer's state in the checkpoint `latest` names."""
+    folder = Path(folder)
+    return json.loads((folder / read_latest(folder) / META).read_text())
+
+
 def _rng_state() -> dict:
     # The data sampler needs no state: sample k is a function of (seed, k) alone.
     return {"torch": torch.get_rng_state(),
@@ -120,7 +126,7 @@ def load(engine, folder) -> dict:
     trainer's state (iteration, consumed samples, ...)."""
     folder = Path(folder)
     tag = read_latest(folder)
-    meta = json.loads((folder / tag / META).read_text())
+    meta = read_meta(folder)
     layout = meta["layout"]
     tp, pp = get_tensor_model_parallel_world_size(), get_pipeline_model_parallel_world_size()
     if (layout["tensor"], layout["pipeline"]) != (tp, pp):
