@@ -16,7 +16,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..cli import UsageError
-from ..model import AttentionMask, KVCache
+from ..model import AttentionMask
+from .batch import DecodeBatch, pad_left
 
 MASK_PATTERN = re.compile(r"\[[sg]?MASK\]")
 # How the reference underlines a blank on a terminal: [MASK]/[sMASK] green, [gMASK] plain.
@@ -70,11 +71,6 @@ def build_prompt(text: str, tokenizer, max_sequence_length: int,
     return Prompt(text, tokens, tokenizer.get_command(kind), kind == "[gMASK]")
 
 
-def _device(model) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def batch_filling_sequence(model, contexts: Sequence[Sequence[int]],
                            mask_positions: Sequence[Optional[int]], strategy,
@@ -86,45 +82,37 @@ def batch_filling_sequence(model, contexts: Sequence[Sequence[int]],
 
     Returns the strategy's `finalize`: per row, its sequences, context included.
     `on_step(tokens, width)` sees the tokens after each step; generation starts at `width`.
+    `use_cache=False` recomputes the whole sequence at every step (the plain definition,
+    which the cached path is tested against).
     """
-    device = _device(model)
     lengths = torch.tensor([len(c) for c in contexts])
     if int(lengths.max()) >= out_seq_length:
         raise ValueError(f"a context of {int(lengths.max())} tokens leaves no room in "
                          f"out_seq_length {out_seq_length}")
     width = int(lengths.max())
     total = width + out_seq_length - int(lengths.min())
-    pads = width - lengths
-    tokens = torch.full((len(contexts), width), -1, dtype=torch.long)
-    for row, ids in enumerate(contexts):
-        tokens[row, int(pads[row]):] = torch.tensor(list(ids), dtype=torch.long)
-    index = torch.arange(total) - pads.unsqueeze(1)  # each row's own token index
-    positions = index.clamp(min=0)
-    for row, mask_position in enumerate(mask_positions):
-        if mask_position is not None:
-            positions[row, width - 1:] = mask_position
-    # Context without its `sop` is bidirectional (reference §2.1); the padding is a segment
-    # of its own, so no real token sees it.
-    context = (index >= 0) & (index < lengths.unsqueeze(1) - 1)
-    segments = (index >= 0).long()
-    tokens, positions, context, segments = (t.to(device) for t in (tokens, positions, context,
-                                                                   segments))
-
-    strategy.start(len(contexts), device)
-    cache = KVCache() if use_cache else None
-    past = 0
+    tokens, positions, context, segments = pad_left(contexts, mask_positions, total)
+    batch = DecodeBatch(model)
+    strategy.start(len(contexts), batch.device)
+    tokens = tokens.to(batch.device)
     for step in range(total - width):
         seen = tokens.shape[1]
-        logits = model(tokens[:, past:].clamp(min=0), positions[:, past:seen],
-                       AttentionMask(context, segments), kv_cache=cache)[:, -1]
-        last = (lengths + step + 1 >= out_seq_length).to(device)
+        if not use_cache:
+            mask = AttentionMask(context[:, :seen].to(batch.device),
+                                 segments[:, :seen].to(batch.device))
+            logits = model(tokens.clamp(min=0), positions[:, :seen].to(batch.device), mask)[:, -1]
+        elif step == 0:
+            logits = batch.prefill(tokens, positions[:, :seen], context[:, :seen],
+                                   segments[:, :seen])
+        else:
+            logits = batch.decode(tokens[:, -1], positions[:, seen - 1])
+        last = (lengths + step + 1 >= out_seq_length).to(batch.device)
         tokens, parents = strategy.forward(logits, tokens, last)
         if parents is not None:  # beams picked and repeated rows: everything follows them
-            positions, context, segments = positions[parents], context[parents], segments[parents]
-            if cache is not None:
-                cache.reorder(parents)
-        if cache is not None:
-            past = seen
+            cpu = parents.cpu()
+            positions, context, segments = positions[cpu], context[cpu], segments[cpu]
+            if use_cache:
+                batch.select(parents)
         if on_step is not None:
             on_step(tokens, width)
         if strategy.is_done:
@@ -136,62 +124,77 @@ def batch_filling_sequence(model, contexts: Sequence[Sequence[int]],
 class Filled:
     answers: list[str]         # per beam: the whole text, blanks filled, trailing eos dropped
     styled: list[str]          # per beam: the same for a terminal, blanks underlined
-    blanks: list[list[str]]    # per beam: the text of each blank, left to right
+    pieces: list[list[str]]    # per beam: text, blank, text, blank, ..., text
+
+    @property
+    def blanks(self) -> list[list[str]]:
+        """Per beam: the text of each blank, left to right."""
+        return [p[1::2] for p in self.pieces]
+
+
+def styled(pieces: Sequence[str], prompt: Prompt) -> str:
+    """Blanks underlined as the reference shows them, with a space each side in English."""
+    space = " " if prompt.text.isascii() else ""
+    open_, close = STYLE[prompt.use_gmask]
+    return "".join(p if k % 2 == 0 else space + open_ + p + close + space
+                   for k, p in enumerate(pieces))
 
 
 @dataclass
-class _Filling:
+class Filling:
     """One prompt's progress through its blanks, as the reference keeps it (§2.4, §6.6)."""
     prompt: Prompt
     num_outputs: int
     outputs: list[list[int]] = field(default_factory=list)
     last_pos: list[int] = field(default_factory=list)
-    styled: list[str] = field(default_factory=list)
-    blanks: list[list[str]] = field(default_factory=list)
+    pieces: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self):
         self.outputs = [list(self.prompt.tokens)]
         self.last_pos = [0] * self.num_outputs
-        self.styled = [""] * self.num_outputs
-        self.blanks = [[] for _ in range(self.num_outputs)]
+        self.pieces = [[] for _ in range(self.num_outputs)]
 
     @property
     def seq(self) -> list[int]:
         # Only the best beam's sequence goes on to the next blank.
         return self.outputs[0]
 
+    @property
+    def num_blanks_filled(self) -> int:
+        return len(self.pieces[0]) // 2
+
     def has_blank(self) -> bool:
         return self.prompt.mask_id in self.seq
 
-    def mask_position(self) -> int:
-        return self.seq.index(self.prompt.mask_id)
+    def mask_position(self) -> Optional[int]:
+        """Where the blank being filled sits, as its positions need it: None for [gMASK],
+        whose positions count on."""
+        return None if self.prompt.use_gmask else self.seq.index(self.prompt.mask_id)
 
-    def take(self, results: list[list[int]], tokenizer, end_tokens) -> None:
-        """Put each result's blank in place of the mask; record it for display."""
-        mask_position, bog = self.mask_position(), len(self.seq)  # bog: where `sop` sits
-        english = self.prompt.text.isascii()
-        space = " " if english else ""
-        open_, close = STYLE[self.prompt.use_gmask]
+    def take(self, results: list[list[int]], tokenizer, end_tokens,
+             texts: Optional[Sequence[str]] = None) -> None:
+        """Put each result's blank in place of the mask; record it for display. `texts`
+        replaces the blanks' decoded texts (a stop string cut them short)."""
+        mask_position, bog = self.seq.index(self.prompt.mask_id), len(self.seq)  # bog: `sop`
         self.outputs = []
         for i, output in enumerate(results):
             end = len(output) - (1 if len(output) > bog + 1 and output[-1] in end_tokens else 0)
             prefix = tokenizer.detokenize(output[self.last_pos[i]:mask_position])
-            blank = tokenizer.detokenize(output[bog + 1:end])
-            self.styled[i] += prefix + space + open_ + blank + close + space
-            self.blanks[i].append(blank)
+            blank = tokenizer.detokenize(output[bog + 1:end]) if texts is None else texts[i]
+            self.pieces[i] += [prefix, blank]
             self.last_pos[i] = mask_position + end - (bog + 1)
             self.outputs.append(output[:mask_position] + output[bog + 1:end]
                                 + output[mask_position + 1:bog])
 
     def result(self, tokenizer) -> Filled:
         eos = tokenizer.get_command("eos")
-        answers, styled = [], []
+        answers, pieces = [], []
         for i, output in enumerate(self.outputs):
             if output and output[-1] == eos:
                 output = output[:-1]
-            styled.append(self.styled[i] + tokenizer.detokenize(output[self.last_pos[i]:]))
+            pieces.append(self.pieces[i] + [tokenizer.detokenize(output[self.last_pos[i]:])])
             answers.append(tokenizer.detokenize(output))
-        return Filled(answers, styled, self.blanks[:len(answers)])
+        return Filled(answers, [styled(p, self.prompt) for p in pieces], pieces)
 
 
 def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_length: int,
@@ -203,7 +206,7 @@ def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_l
     when the strategy keeps one sequence per prompt (for streaming output).
     """
     sop = tokenizer.get_command("sop")
-    states = [_Filling(p, strategy.num_beams) for p in prompts]
+    states = [Filling(p, strategy.num_beams) for p in prompts]
     while True:
         active = [i for i, s in enumerate(states) if s.has_blank()]
         if not active:
@@ -215,13 +218,12 @@ def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_l
         if not active:
             continue
         contexts = [states[i].seq + [sop] for i in active]
-        positions = [None if states[i].prompt.use_gmask else states[i].mask_position()
-                     for i in active]
+        positions = [states[i].mask_position() for i in active]
         on_step = None
         if on_token is not None and strategy.num_beams == 1:
             def on_step(tokens, width, active=active):
                 for row, i in enumerate(active):
-                    on_token(i, len(states[i].blanks[0]),
+                    on_token(i, states[i].num_blanks_filled,
                              [t for t in tokens[row, width:].tolist() if t >= 0])
         results = batch_filling_sequence(model, contexts, positions, strategy, out_seq_length,
                                          use_cache, on_step)

@@ -54,10 +54,10 @@ def fused_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bi
 
 def cpu_int8_available(x: torch.Tensor, bits: int) -> bool:
     # bf16 only: the kernel's fp32 variant is up to 25x slower than the pure path beyond one
-    # token. Its vectorised loop reads the input dimension 8 at a time: other widths crash it
-    # (every GLM shape is a multiple of 8).
+    # token. Its vectorised loop reads the input dimension 8 at a time, 16 on CPUs with
+    # AVX512-BF16: other widths crash the process (every GLM shape is a multiple of 16).
     return (bits == 8 and x.device.type == "cpu" and x.dtype == torch.bfloat16
-            and x.shape[-1] % 8 == 0 and hasattr(torch, "_weight_int8pack_mm"))
+            and x.shape[-1] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm"))
 
 
 def cpu_int8_matmul(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
