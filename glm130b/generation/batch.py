@@ -64,6 +64,7 @@ class DecodeBatch:
     def width(self) -> int:
         return len(self.cache)
 
+    @torch.no_grad()
     def prefill(self, tokens: torch.Tensor, positions: torch.Tensor, context: torch.Tensor,
                 segments: torch.Tensor) -> torch.Tensor:
         """Run new rows' contexts (as `pad_left` lays them out, `width` columns) and append
@@ -76,6 +77,7 @@ class DecodeBatch:
         self._append(cache, (segments == 0).sum(dim=1))
         return logits
 
+    @torch.no_grad()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One token per row (-1 for a row that has ended: it feeds a harmless id) at its
         position; returns the logits of the next, [rows, vocab]."""

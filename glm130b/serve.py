@@ -1,0 +1,118 @@
+"""Serve a GLM over HTTP: OpenAI-style completions that fill [MASK]/[sMASK]/[gMASK], blank
+filling with beam search, and a web playground, with concurrent requests decoded together.
+
+    python -m glm130b.serve $MODEL_ARGS --port 8000
+    torchrun --nproc_per_node 8 -m glm130b.serve $MODEL_ARGS    # tensor parallel
+
+Rank 0 answers HTTP and schedules; under tensor parallelism every rank runs each forward pass.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .cli import UsageError, run
+from .generation import DecodeBatch
+from .initialize import add_initialization_args, initialize_model_and_tokenizer
+from .parallel import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_serving_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("serving")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default loopback only; 0.0.0.0 for every interface)")
+    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--model-name", default=None,
+                   help="the id clients pass as 'model' (default: the --load folder's name)")
+    g.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 (default $GLM_API_KEY)")
+    g.add_argument("--max-batch-size", type=int, default=32,
+                   help="rows decoded together: a sampled choice is one, a beam search num_beams")
+    g.add_argument("--max-queue", type=int, default=256,
+                   help="requests waiting for a place; more are refused with 503")
+    g.add_argument("--request-timeout", type=float, default=300.0, help="seconds, queue included")
+    g.add_argument("--max-request-bytes", type=int, default=1 << 20)
+    g.add_argument("--default-max-tokens", type=int, default=64)
+    g.add_argument("--max-tokens-limit", type=int, default=None,
+                   help="largest max_tokens a request may ask (default: the model's length)")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("max_batch_size", "max_queue", "max_request_bytes", "default_max_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.request_timeout <= 0:
+        parser.error("--request-timeout must be positive")
+    if not 0 <= args.port < 65536:
+        parser.error("--port must lie in [0, 65535]")
+
+
+def serve(args, model, tokenizer) -> None:
+    """Rank 0: the engine on a thread of its own, uvicorn on this one."""
+    import uvicorn
+
+    from .serving import build
+    from .serving.engine import MirroredBatch
+
+    tp = get_tensor_model_parallel_world_size()
+    batch = MirroredBatch(model) if tp > 1 else DecodeBatch(model)
+    name = args.model_name or (os.path.basename(os.path.normpath(args.load)) if args.load
+                               else "glm")
+    engine, app = build(model, tokenizer, batch, args.max_batch_size, args.max_queue,
+                        idle=batch.ping if tp > 1 else None, model_name=name,
+                        default_max_tokens=args.default_max_tokens,
+                        max_tokens_limit=args.max_tokens_limit,
+                        max_request_bytes=args.max_request_bytes,
+                        request_timeout=args.request_timeout, api_key=args.api_key)
+    if args.host not in LOOPBACK and not args.api_key:
+        print(f"warning: serving on {args.host} without --api-key: anyone who reaches this "
+              "port can use the model", file=sys.stderr)
+    worker = threading.Thread(target=engine.run, name="glm130b-engine", daemon=True)
+    worker.start()
+    # uvicorn shuts down on SIGTERM, then raises it again: end with the cleanup below (the
+    # followers must hear that we stop) rather than the default of dying on the spot.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                    timeout_graceful_shutdown=5)
+    finally:
+        engine.stop()
+        worker.join()
+        if tp > 1:
+            batch.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_initialization_args(parser)
+    add_serving_args(parser)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    if int(os.environ.get("WORLD_SIZE", "1")) != args.model_parallel_size:
+        raise UsageError(f"serving runs one model replica: launch exactly "
+                         f"--model-parallel-size ({args.model_parallel_size}) processes")
+    model, tokenizer = initialize_model_and_tokenizer(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not args.load and get_tensor_model_parallel_rank() == 0:
+        print("warning: no --load, serving randomly initialised weights", file=sys.stderr)
+    if get_tensor_model_parallel_rank() == 0:
+        serve(args, model, tokenizer)
+    else:
+        from .serving.engine import follow
+        # Ctrl-C or the launcher's SIGTERM reaches every rank: the followers wait for rank 0
+        # to finish its requests and tell them to stop (a crash of rank 0 ends them too).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        follow(DecodeBatch(model))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,363 @@
+"""The HTTP API over the engine: OpenAI-style completions whose prompts may hold [MASK],
+[sMASK] and [gMASK], the blank-filling view with beam search, health, models, and the web
+playground at `/`.
+
+Bad requests get a 4xx with one clear message, in OpenAI's error shape, never a traceback:
+a body that is not JSON or too large, an unknown field, a wrong type, an option out of range,
+a prompt too long for the model.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from types import SimpleNamespace
+from typing import Literal, Optional, Union
+
+from fastapi import FastAPI, Request as HttpRequest
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from ..generate import build_strategy
+from ..generation import PromptError, build_prompt
+from .engine import Choice, Engine, QueueFull, Request
+
+log = logging.getLogger("glm130b.serve")
+MAX_STOP = 4
+
+
+@dataclass
+class Settings:
+    model_name: str
+    max_sequence_length: int
+    vocab_size: int
+    default_max_tokens: int = 64
+    max_tokens_limit: Optional[int] = None   # None: what the model's length allows
+    max_request_bytes: int = 1 << 20
+    request_timeout: float = 300.0
+    api_key: Optional[str] = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: Optional[str] = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+def error_response(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param,
+                                   "code": status}}, status_code=status)
+
+
+# ---- requests ----------------------------------------------------------------------------
+
+class Options(BaseModel):
+    """What both endpoints take. Strict: "1" is not a number, 1.0 not an integer."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: Optional[str] = None
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_k: int = Field(0, ge=0)
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = Field(None, ge=0, lt=2 ** 63)
+    stream: bool = False
+
+
+class CompletionRequest(Options):
+    prompt: Union[str, list[str]]
+    top_p: float = Field(1.0, ge=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    user: Optional[str] = None
+
+
+class FillRequest(Options):
+    """The reference's generation options, with scripts/generate.sh's values as defaults."""
+    text: str
+    top_p: float = Field(0.7, ge=0.0, le=1.0)
+    sampling_strategy: Literal["BaseStrategy", "BeamSearchStrategy"] = "BaseStrategy"
+    num_beams: int = Field(4, ge=1)
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(3, ge=0)
+    min_gen_length: int = Field(0, ge=0)
+
+
+def validation_message(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "body"
+    if first["type"] == "extra_forbidden":
+        return f"unknown field '{field}'", field
+    return f"{field}: {first['msg']}", field
+
+
+async def read_body(http: HttpRequest, model: type[BaseModel], limit: int):
+    declared = http.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+    body = bytearray()
+    async for chunk in http.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
+    try:
+        data = json.loads(bytes(body))
+    except ValueError as e:
+        raise ApiError(400, f"invalid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(400, *validation_message(e)) from None
+
+
+# ---- from a request to the engine's choices ----------------------------------------------
+
+class Planner:
+    """Turns a validated request into choices, checking what only the model can tell: the
+    prompt's length, the budget, the rows the batch can hold."""
+
+    def __init__(self, tokenizer, settings: Settings, max_batch_size: int):
+        self.tokenizer, self.settings, self.max_batch_size = tokenizer, settings, max_batch_size
+
+    def choices(self, texts: list[str], req: Options, n: int, beam: FillRequest = None):
+        s = self.settings
+        if req.model is not None and req.model != s.model_name:
+            raise ApiError(404, f"model '{req.model}' is not served here; this server has "
+                                f"'{s.model_name}'", "model")
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if len(stop) > MAX_STOP or not all(stop):
+            raise ApiError(400, f"stop: at most {MAX_STOP} non-empty strings", "stop")
+        beams = beam.num_beams if beam is not None else 1
+        if beam is not None and (req.stream or stop):
+            raise ApiError(400, "beam search answers once, at the end: it takes neither "
+                                "stream nor stop", "stream" if req.stream else "stop")
+        rows = len(texts) * n * beams
+        if rows > self.max_batch_size:
+            raise ApiError(400, f"the request needs {rows} rows (prompts x n x beams); this "
+                                f"server decodes at most {self.max_batch_size} at once", "n")
+        if not texts:
+            raise ApiError(400, "prompt: give at least one prompt", "prompt")
+        if req.top_k >= s.vocab_size:
+            raise ApiError(400, f"top_k: must be below the vocabulary size {s.vocab_size}",
+                           "top_k")
+        max_tokens = req.max_tokens or s.default_max_tokens
+        limit = s.max_tokens_limit or s.max_sequence_length
+        if max_tokens > limit:
+            raise ApiError(400, f"max_tokens: at most {limit}", "max_tokens")
+        choices = []
+        for i, text in enumerate(texts):
+            try:
+                prompt = build_prompt(text, self.tokenizer, s.max_sequence_length)
+            except PromptError as e:
+                raise ApiError(400, f"prompt: {e}", "prompt") from None
+            # The reference's budget (--out-seq-length) counts the prompt and its `sop`.
+            out_seq_length = len(prompt.tokens) + 1 + max_tokens
+            if out_seq_length > s.max_sequence_length:
+                raise ApiError(400, f"the prompt is {len(prompt.tokens)} tokens: with "
+                                    f"max_tokens {max_tokens} it exceeds the model's "
+                                    f"{s.max_sequence_length}", "max_tokens")
+            for j in range(n):
+                k = i * n + j
+                choices.append(Choice(None, k, prompt, self.strategy(req, beam, k), out_seq_length,
+                                      stop))
+        return choices
+
+    def strategy(self, req: Options, beam: Optional[FillRequest], k: int):
+        """generate.py's strategy for these options. Choice k draws from seed + k (a random
+        seed when none is given); temperature 0 is greedy; top_p 1 keeps every token."""
+        seed = (req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
+        greedy = req.temperature == 0
+        options = SimpleNamespace(
+            sampling_strategy=beam.sampling_strategy if beam else "BaseStrategy",
+            temperature=1.0 if greedy else req.temperature, top_k=1 if greedy else req.top_k,
+            top_p=0.0 if req.top_p >= 1.0 else req.top_p, seed=seed,
+            num_beams=beam.num_beams if beam else 1,
+            length_penalty=beam.length_penalty if beam else 1.0,
+            no_repeat_ngram_size=beam.no_repeat_ngram_size if beam else 0,
+            min_gen_length=beam.min_gen_length if beam else 0)
+        return build_strategy(options, self.tokenizer, self.settings.vocab_size)
+
+
+# ---- responses ---------------------------------------------------------------------------
+
+def segments(pieces: list[str]) -> list[dict]:
+    return [dict(text=p, blank=k // 2 if k % 2 else None) for k, p in enumerate(pieces)]
+
+
+def usage(request: Request) -> dict:
+    # the n choices of one prompt share its Prompt
+    prompt = sum({id(c.prompt): len(c.prompt.tokens) for c in request.choices}.values())
+    completion = sum(c.completion_tokens for c in request.choices)
+    return dict(prompt_tokens=prompt, completion_tokens=completion,
+                total_tokens=prompt + completion)
+
+
+def completion_choice(choice: Choice, tokenizer) -> dict:
+    filled = choice.filling.result(tokenizer)
+    return dict(index=choice.index, text="".join(filled.blanks[0]), logprobs=None,
+                finish_reason=choice.finish_reason, filled=filled.answers[0],
+                blanks=filled.blanks[0], segments=segments(filled.pieces[0]))
+
+
+def fill_outputs(choice: Choice, tokenizer) -> dict:
+    filled = choice.filling.result(tokenizer)
+    return dict(text=choice.prompt.text, mask=tokenizer.detokenize([choice.prompt.mask_id]),
+                finish_reason=choice.finish_reason,
+                outputs=[dict(text=a, blanks=p[1::2], segments=segments(p))
+                         for a, p in zip(filled.answers, filled.pieces)])
+
+
+def sse(data) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+# ---- the application ---------------------------------------------------------------------
+
+def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
+    app = FastAPI(title="glm130b", docs_url=None, redoc_url=None)
+    planner = Planner(tokenizer, settings, engine.max_batch_size)
+    created = int(time.time())
+
+    @app.exception_handler(ApiError)
+    async def api_error(_, e: ApiError):
+        return error_response(e.status, e.message, e.param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_, e: HTTPException):
+        return error_response(e.status_code, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_, e: Exception):
+        log.exception("internal error")
+        return error_response(500, f"internal error: {type(e).__name__}")
+
+    def authorize(http: HttpRequest) -> None:
+        if settings.api_key is None:
+            return
+        given = http.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+    @app.get("/health")
+    async def health():
+        return dict(status="ok", model=settings.model_name, **engine.stats())
+
+    @app.get("/v1/models")
+    async def models(http: HttpRequest):
+        authorize(http)
+        return dict(object="list", data=[dict(id=settings.model_name, object="model",
+                                              created=created, owned_by="glm130b",
+                                              max_sequence_length=settings.max_sequence_length)])
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground():
+        return (resources.files(__package__) / "playground.html").read_text(encoding="utf-8")
+
+    async def run(http: HttpRequest, choices: list[Choice], stream: bool, chunk, final):
+        """Submit the choices; answer with `final(request)` when all are done, or stream
+        `chunk(event)` as tokens come and then the final object."""
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+
+        def emit(kind, payload):
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+            except RuntimeError:  # the event loop has closed: the server is going down
+                pass
+
+        request = Request(choices, emit, timeout=settings.request_timeout)
+        try:
+            engine.submit(request)
+        except QueueFull as e:
+            raise ApiError(503, f"server busy: {e}") from None
+
+        if not stream:
+            try:
+                while True:
+                    try:
+                        kind, payload = await asyncio.wait_for(events.get(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        if await http.is_disconnected():
+                            engine.cancel(request)
+                            return error_response(499, "client closed the request")
+                        continue
+                    if kind == "done":
+                        return final(request)
+                    if kind == "error":
+                        return error_response(*payload)
+            finally:
+                if not request.finished:
+                    engine.cancel(request)
+
+        async def body():
+            try:
+                while True:
+                    kind, payload = await events.get()
+                    if kind == "token":
+                        yield sse(chunk(payload))
+                    elif kind == "done":
+                        yield sse(final(request))
+                        break
+                    else:
+                        status, message = payload
+                        yield sse({"error": {"message": message, "type": "server_error",
+                                             "param": None, "code": status}})
+                        break
+                yield sse("[DONE]")
+            finally:  # the client went away mid-stream: free its rows
+                if not request.finished:
+                    engine.cancel(request)
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/completions")
+    async def completions(http: HttpRequest):
+        authorize(http)
+        req = await read_body(http, CompletionRequest, settings.max_request_bytes)
+        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        choices = planner.choices(texts, req, req.n)
+        ident = f"cmpl-{uuid.uuid4().hex}"
+        head = dict(id=ident, object="text_completion", created=int(time.time()),
+                    model=settings.model_name)
+
+        def chunk(event):
+            return dict(head, choices=[dict(index=event["index"], text=event["text"],
+                                            blank=event["blank"], logprobs=None,
+                                            finish_reason=None)])
+
+        def final(request):
+            answer = dict(head, choices=[completion_choice(c, tokenizer) for c in choices],
+                          usage=usage(request))
+            if req.stream:  # the last chunk: no new text, each choice's whole answer
+                for c in answer["choices"]:
+                    c["text"] = ""
+            return answer
+
+        return await run(http, choices, req.stream, chunk, final)
+
+    @app.post("/v1/fill")
+    async def fill(http: HttpRequest):
+        authorize(http)
+        req = await read_body(http, FillRequest, settings.max_request_bytes)
+        beam = req if req.sampling_strategy == "BeamSearchStrategy" else None
+        [choice] = planner.choices([req.text], req, 1, beam)
+        head = dict(id=f"fill-{uuid.uuid4().hex}", created=int(time.time()),
+                    model=settings.model_name)
+
+        def chunk(event):
+            return dict(head, object="fill.chunk", **event)
+
+        def final(request):
+            return dict(head, object="fill", **fill_outputs(choice, tokenizer),
+                        usage=usage(request))
+
+        return await run(http, [choice], req.stream, chunk, final)
+
+    return app
