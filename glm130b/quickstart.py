@@ -2,7 +2,8 @@
 it, tokenize the corpus into token files, pretrain the tiny GLM on them through the DeepSpeed
 launcher (scripts/pretrain.sh with configs/pretrain_glm_tiny.sh), export the checkpoint to the
 reference layout, reload it, score [gMASK] samples, fill [MASK] and [gMASK] blanks in English
-and Chinese, and evaluate it on the bundled sample tasks (tasks/sample).
+and Chinese, evaluate it on the bundled sample tasks (tasks/sample), and serve it over HTTP to
+concurrent clients.
 
     python -m glm130b.quickstart --output-dir quickstart-output
 """
@@ -29,8 +30,10 @@ from .data.preprocess import preprocess
 from .evaluation import evaluate_tasks, load_tasks
 from .generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
 from .model import GLM, AttentionMask
+from .serving import local_server
 from .tokenization import get_tokenizer
 from .tokenization.train import train_tokenizer
+from .tools.loadtest import run_load
 
 
 def step(title: str) -> float:
@@ -78,6 +81,20 @@ def fill_some_blanks(model, tokenizer, out_seq_length: int = 32) -> None:
     for prompt, result in zip(prompts, filled):
         print(f"  {prompt.text}\n    -> {result.styled[0]}")
     print(f"{len(prompts)} prompts filled in one batch in {time.perf_counter() - t:.2f} s")
+
+
+def serve_some_blanks(model, tokenizer) -> None:
+    """The same blanks through the HTTP API (`python -m glm130b.serve`), sent by concurrent
+    clients and decoded together."""
+    bodies = [dict(prompt=text, max_tokens=16, temperature=0) for text in BLANKS * 4]
+    with local_server(model, tokenizer, model_name="glm-tiny") as server:
+        report = run_load(server.url, bodies, concurrency=len(bodies))
+    for body, answer in zip(bodies[:len(BLANKS)], report.answers):
+        filled = answer["choices"][0]["filled"] if answer else "(failed)"
+        print(f"  POST /v1/completions {body['prompt']!r}\n    -> {filled!r}")
+    print(f"{len(bodies)} clients at once: {report.summary()}")
+    print("  to serve it yourself, with the playground at http://127.0.0.1:8000/:\n"
+          "  MODEL_CONFIG=configs/model_glm_tiny.sh bash scripts/serve.sh")
 
 
 def pretrain(out: Path, train_iters: int) -> Path:
@@ -166,6 +183,9 @@ def main(argv=None) -> int:
     step("8. evaluate it on the sample tasks (chance is 25% on facts-choice)")
     evaluate_tasks(reloaded, tokenizer, load_tasks([str(SAMPLE_TASKS)]),
                    output_path=str(out / "evaluation"))
+
+    step("9. serve it over HTTP: OpenAI-style completions with [MASK], batched")
+    serve_some_blanks(reloaded, tokenizer)
     print(f"\ndone: outputs in {out}/")
     return 0
 

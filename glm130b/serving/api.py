@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from ..generate import build_strategy
 from ..generation import PromptError, build_prompt
-from .engine import Choice, Engine, QueueFull, Request
+from .engine import Choice, Engine, Request, Unavailable
 
 log = logging.getLogger("glm130b.serve")
 MAX_STOP = 4
@@ -247,6 +247,8 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        if engine.failure is not None:
+            return error_response(503, f"the model failed: {engine.failure}")
         return dict(status="ok", model=settings.model_name, **engine.stats())
 
     @app.get("/v1/models")
@@ -274,8 +276,8 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
         request = Request(choices, emit, timeout=settings.request_timeout)
         try:
             engine.submit(request)
-        except QueueFull as e:
-            raise ApiError(503, f"server busy: {e}") from None
+        except Unavailable as e:
+            raise ApiError(503, str(e)) from None
 
         if not stream:
             try:

@@ -28,8 +28,8 @@ from ..generation import DecodeBatch, Filling, Prompt, pad_left
 log = logging.getLogger("glm130b.serve")
 
 
-class QueueFull(Exception):
-    """The waiting queue holds --max-queue requests already."""
+class Unavailable(Exception):
+    """The engine takes no more requests for now: its queue is full, or the model failed."""
 
 
 @dataclass
@@ -169,6 +169,10 @@ class Request:
     def finish(self, kind: str, payload=None) -> None:
         if not self.finished:
             self.finished = True
+            tokens = sum(c.completion_tokens for c in self.choices)
+            log.info("request %d: %s, %d choices, %d tokens in %.2f s", self.id,
+                     kind if kind == "done" else f"{payload[0]} {payload[1]}", len(self.choices),
+                     tokens, time.monotonic() - self.created)
             self.emit(kind, payload)
 
 
@@ -183,13 +187,17 @@ class Engine:
         self.waiting: deque[Request] = deque()  # not admitted yet
         self.wake = threading.Condition()
         self.stopping = False
+        self.failure: Optional[str] = None  # the model cannot run any more
         self.steps = self.peak_rows = self.cancelled = 0
 
     # ---- the clients' side (any thread) --------------------------------------------------
     def submit(self, request: Request) -> None:
         with self.wake:
+            if self.failure is not None:
+                raise Unavailable(f"the model failed and cannot decode: {self.failure}")
             if len(self.waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} requests are waiting already; retry later")
+                raise Unavailable(f"server busy: {len(self.waiting)} requests are waiting "
+                                  "already; retry later")
             self.waiting.append(request)
             self.wake.notify()
 
@@ -228,7 +236,12 @@ class Engine:
                 for choice in self.running + list(self.ready):
                     choice.request.finish("error", (500, f"decoding failed: {e}"))
                 self.running, self.ready = [], deque()
-                self.batch.select(torch.zeros(0, dtype=torch.long))
+                try:
+                    self.batch.select(torch.zeros(0, dtype=torch.long))
+                except Exception as again:  # e.g. a tensor-parallel peer is gone: give up
+                    log.exception("cannot reset the batch")
+                    with self.wake:
+                        self.failure, self.stopping = str(again), True
         for choice in self.running + list(self.ready):
             choice.request.finish("error", (503, "the server is shutting down"))
         for request in self.waiting:
