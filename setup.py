@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["glm130b", "glm130b.*"]),
+    package_data={"glm130b.serving": ["playground.html"]},
     python_requires=">=3.9",
     install_requires=[r for r in requirements if r],
     extras_require={"test": ["pytest>=7"], "plot": ["matplotlib>=3.5"]},

@@ -84,7 +84,8 @@ def main() -> None:
         print(f"--max-batch-size {size:>3} (peak {peak:>2} rows): {reports[size].summary()}",
               flush=True)
     base = reports[args.batch_sizes[-1]]
-    print("| max batch | requests/s | tokens/s | p50 latency | p99 latency | tokens/s vs baseline |")
+    print("| max batch | requests/s | tokens/s | p50 latency | p99 latency | "
+          "tokens/s vs baseline |")
     print("|---|---|---|---|---|---|")
     for size, r in reports.items():
         print(f"| {size} | {len(r.latencies) / r.seconds:.2f} | {r.tokens / r.seconds:,.0f} | "

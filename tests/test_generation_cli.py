@@ -26,7 +26,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("generate")
+    model, tokenizer, args = tiny_checkpoint(tmp_path_factory.mktemp("generate"))
+    return model, tokenizer, args + ["--out-seq-length", "40"]
+
+
+def tiny_checkpoint(folder):
+    """A lively tiny model saved in the reference layout, its tokenizer, and the model
+    arguments that load them."""
     tokenizer = make_tokenizer(folder)
     # padded past the tokenizer, to a size that splits over tensor-parallel ranks
     model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)
@@ -37,7 +43,7 @@ def setup(tmp_path_factory):
             "--inner-hidden-size", c.inner_hidden_size, "--vocab-size", c.vocab_size,
             "--max-sequence-length", c.max_sequence_length,
             "--tokenizer-type", "sentencepiece", "--tokenizer-model", folder / "tok.model",
-            "--load", folder / "ckpt", "--out-seq-length", 40]
+            "--load", folder / "ckpt"]
     return model, tokenizer, [str(a) for a in args]
 
 

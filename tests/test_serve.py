@@ -15,17 +15,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
-from glm130b import save_checkpoint
 from glm130b.generate import main as generate_main
-from glm130b.generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
+from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tokens, fill_blanks,
+                                padding_slices)
 from glm130b.serving import local_server
 from glm130b.serving.engine import Choice, Engine, Request
-from glm130b.generation import DecodeBatch
 from glm130b.tools.loadtest import completion_bodies, run_load
-from test_generation import lively_model, make_tokenizer
+from test_generation_cli import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FRANCE = "The capital of France is [MASK]."
@@ -37,18 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve")
-    tokenizer = make_tokenizer(folder)
-    model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)
-    save_checkpoint(model, folder / "ckpt", iteration=1)
-    c = model.config
-    args = ["--num-layers", c.num_layers, "--hidden-size", c.hidden_size,
-            "--num-attention-heads", c.num_attention_heads,
-            "--inner-hidden-size", c.inner_hidden_size, "--vocab-size", c.vocab_size,
-            "--max-sequence-length", c.max_sequence_length,
-            "--tokenizer-type", "sentencepiece", "--tokenizer-model", folder / "tok.model",
-            "--load", folder / "ckpt"]
-    return model, tokenizer, [str(a) for a in args]
+    return tiny_checkpoint(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -340,9 +327,11 @@ BAD = [  # body (or raw bytes), status, words of the message
     ({"prompt": "x", "frequency_penalty": 1}, 400, "unknown field 'frequency_penalty'"),
     ({"prompt": 5}, 400, "prompt: "),
     ({"prompt": "x", "max_tokens": "8"}, 400, "max_tokens: Input should be a valid integer"),
-    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens: Input should be greater than or equal to 1"),
+    ({"prompt": "x", "max_tokens": 0}, 400,
+     "max_tokens: Input should be greater than or equal to 1"),
     ({"prompt": "x", "max_tokens": 10 ** 6}, 400, "max_tokens: at most 64"),
-    ({"prompt": "x", "temperature": 2.5}, 400, "temperature: Input should be less than or equal to 2"),
+    ({"prompt": "x", "temperature": 2.5}, 400,
+     "temperature: Input should be less than or equal to 2"),
     ({"prompt": "x", "top_p": -0.1}, 400, "top_p: Input should be greater than or equal to 0"),
     ({"prompt": "x", "top_k": 10 ** 6}, 400, "top_k: must be below the vocabulary size"),
     ({"prompt": "x", "n": 0}, 400, "n: Input should be greater than or equal to 1"),
@@ -395,7 +384,8 @@ def test_bad_fill_requests_routes_and_keys(setup, bad_server):
             assert status == 401 and "API key" in answer["error"]["message"]
         assert request(srv.url, "/v1/models")[0] == 401
         assert request(srv.url, "/health")[0] == 200  # for load balancers
-        assert request(srv.url, "/v1/completions", body, {"Authorization": "Bearer sesame"})[0] == 200
+        key = {"Authorization": "Bearer sesame"}
+        assert request(srv.url, "/v1/completions", body, key)[0] == 200
 
 
 # ---- the command, tensor parallel ----------------------------------------------------------
@@ -409,9 +399,9 @@ def free_port() -> int:
 def test_tp2_server_under_torchrun_answers_as_one_process(setup, tmp_path):
     model, tokenizer, args = setup
     load = args.index("--load") + 1
-    assert subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp", "--input-folder",
-                           args[load], "--output-folder", str(tmp_path / "tp2"), "--target-tp", "2"],
-                          capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp",
+                           "--input-folder", args[load], "--output-folder", str(tmp_path / "tp2"),
+                           "--target-tp", "2"], capture_output=True).returncode == 0
     args = args[:load] + [str(tmp_path / "tp2")] + args[load + 1:]
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

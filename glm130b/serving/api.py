@@ -22,6 +22,7 @@ from typing import Literal, Optional, Union
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..generate import build_strategy
@@ -126,7 +127,9 @@ class Planner:
     def __init__(self, tokenizer, settings: Settings, max_batch_size: int):
         self.tokenizer, self.settings, self.max_batch_size = tokenizer, settings, max_batch_size
 
-    def choices(self, texts: list[str], req: Options, n: int, beam: FillRequest = None):
+    def choices(self, texts: list[str], req: Options, n: int,
+                beam: Optional[FillRequest] = None) -> list[Choice]:
+        """Runs off the event loop: tokenizing a long prompt takes a while."""
         s = self.settings
         if req.model is not None and req.model != s.model_name:
             raise ApiError(404, f"model '{req.model}' is not served here; this server has "
@@ -172,7 +175,8 @@ class Planner:
     def strategy(self, req: Options, beam: Optional[FillRequest], k: int):
         """generate.py's strategy for these options. Choice k draws from seed + k (a random
         seed when none is given); temperature 0 is greedy; top_p 1 keeps every token."""
-        seed = (req.seed if req.seed is not None else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
+        seed = (req.seed if req.seed is not None
+                else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
         greedy = req.temperature == 0
         options = SimpleNamespace(
             sampling_strategy=beam.sampling_strategy if beam else "BaseStrategy",
@@ -324,7 +328,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
         authorize(http)
         req = await read_body(http, CompletionRequest, settings.max_request_bytes)
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        choices = planner.choices(texts, req, req.n)
+        choices = await run_in_threadpool(planner.choices, texts, req, req.n)
         ident = f"cmpl-{uuid.uuid4().hex}"
         head = dict(id=ident, object="text_completion", created=int(time.time()),
                     model=settings.model_name)
@@ -349,7 +353,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
         authorize(http)
         req = await read_body(http, FillRequest, settings.max_request_bytes)
         beam = req if req.sampling_strategy == "BeamSearchStrategy" else None
-        [choice] = planner.choices([req.text], req, 1, beam)
+        [choice] = await run_in_threadpool(planner.choices, [req.text], req, 1, beam)
         head = dict(id=f"fill-{uuid.uuid4().hex}", created=int(time.time()),
                     model=settings.model_name)
 

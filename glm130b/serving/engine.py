@@ -41,14 +41,15 @@ class Choice:
     strategy: object            # BaseStrategy or BeamSearchStrategy, seeded for this choice
     out_seq_length: int         # the reference's budget: context and generated, per blank
     stop: Sequence[str] = ()
-    filling: Filling = None
-    finish_reason: str = "stop"
-    completion_tokens: int = 0
-    tokens: torch.Tensor = None  # [rows, context + generated], -1 after a row has ended
-    context_length: int = 0
-    mask_position: Optional[int] = None
-    shown: str = ""              # what has been streamed of the current blank
-    cut: Optional[tuple[int, str]] = None  # a stop string ended the blank: (ids kept, text)
+    # what happens to it
+    filling: Filling = field(init=False)
+    finish_reason: str = field(init=False, default="stop")
+    completion_tokens: int = field(init=False, default=0)
+    tokens: torch.Tensor = field(init=False)  # [rows, context + generated], -1 after an end
+    context_length: int = field(init=False, default=0)
+    mask_position: Optional[int] = field(init=False, default=None)
+    shown: str = field(init=False, default="")  # what has been streamed of the current blank
+    cut: Optional[tuple[int, str]] = field(init=False, default=None)  # by a stop: (ids, text)
 
     def __post_init__(self):
         self.filling = Filling(self.prompt, self.strategy.num_beams)
@@ -115,11 +116,9 @@ class Choice:
             self.cut = (kept, text)
         else:
             text = text.rstrip("\ufffd")  # a byte-fallback character still incomplete
-            for s in self.stop:
-                for n in range(min(len(s) - 1, len(text)), 0, -1):
-                    if text.endswith(s[:n]):
-                        text = text[:-n]
-                        break
+            held = max((n for s in self.stop for n in range(1, min(len(s), len(text) + 1))
+                        if text.endswith(s[:n])), default=0)
+            text = text[:len(text) - held]
         return self._delta(text)
 
     def _delta(self, text: str) -> Optional[str]:
