@@ -389,3 +389,39 @@ def test_fill_blanks_batches_prompts_with_several_masks_as_each_alone(tokenizer)
     assert together[0].styled[0].startswith("The capital of France is \x1b")
     # the [gMASK] of a text without a mask is filled at the end, plain underline
     assert together[3].styled[0].startswith("日本的首都是\033[4m")
+
+
+def test_rows_joining_and_leaving_a_decode_batch_decode_as_each_alone():
+    """The server's continuous batching in miniature: a row joins a batch mid-way (longer than
+    the rows already there, so they get padded), another leaves; every row's greedy tokens are
+    what it decodes alone."""
+    from glm130b.generation import DecodeBatch, pad_left
+    model = lively_model()
+
+    def alone(context, mask_position, steps):
+        return batch_filling_sequence(model, [context], [mask_position], greedy(),
+                                      len(context) + steps)[0][0][len(context):]
+
+    batch, rows = DecodeBatch(model), []  # rows: [context, mask position, tokens so far]
+
+    def join(k):
+        rows.append([CONTEXTS[k], MASK_POSITIONS[k], []])
+        width = len(CONTEXTS[k])
+        return batch.prefill(*pad_left([CONTEXTS[k]], [MASK_POSITIONS[k]], width))
+
+    logits, left = torch.cat((join(1), join(3))), []
+    for step in range(12):
+        for row, next_token in zip(rows, logits.argmax(-1).tolist()):
+            row[2].append(next_token)
+        if step == 6:  # the first row leaves
+            batch.select(torch.arange(1, len(rows)))
+            left.append(rows.pop(0))
+        tokens = torch.tensor([r[2][-1] for r in rows])
+        positions = torch.tensor([len(r[0]) + len(r[2]) - 1 if r[1] is None else r[1]
+                                  for r in rows])
+        logits = batch.decode(tokens, positions)
+        if step == 3:  # the longest context arrives: the rows already there get padded
+            logits = torch.cat((logits, join(2)))
+    assert [len(r[2]) for r in left + rows] == [7, 12, 8]
+    for context, mask_position, tokens in left + rows:
+        assert tokens == alone(context, mask_position, len(tokens))

@@ -22,7 +22,7 @@ from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tok
                                 padding_slices)
 from glm130b.serving import local_server
 from glm130b.serving.engine import Choice, Engine, Request
-from glm130b.tools.loadtest import completion_bodies, run_load
+from glm130b.tools.loadtest import Report, completion_bodies, run_load
 from test_generation_cli import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +226,13 @@ def wait_for(condition, seconds=10.0):
         time.sleep(0.02)
 
 
+def test_load_report_percentiles_by_hand():
+    report = Report([None] * 10, latencies=[0.1 * k for k in range(10, 0, -1)])
+    assert report.percentile(50) == pytest.approx(0.5)   # the 5th of 10, nearest rank
+    assert report.percentile(99) == pytest.approx(1.0)   # ceil(9.9) = the 10th
+    assert Report([], latencies=list(range(1, 101))).percentile(99) == 99
+
+
 def test_a_client_leaving_mid_stream_frees_its_place(setup):
     model, tokenizer, _ = setup
     with local_server(Slow(model, 0.1), tokenizer, max_batch_size=1) as srv:
@@ -245,6 +252,15 @@ def test_a_client_leaving_mid_stream_frees_its_place(setup):
                                                                   seed=2))
         assert status == 200
         assert answer["choices"][0]["filled"] == expected(model, tokenizer, FRANCE, 3, 2).answers[0]
+
+        # a client waiting for a whole answer that hangs up is noticed too
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("POST", "/v1/completions", json.dumps(dict(prompt=NO_MASK, max_tokens=40)),
+                     {"Content-Type": "application/json"})
+        wait_for(lambda: srv.engine.stats()["running_rows"] == 1)
+        conn.close()
+        wait_for(lambda: srv.engine.stats()["cancelled"] == 2)
+        wait_for(lambda: srv.engine.stats()["running_rows"] == 0)
 
 
 def test_timeouts_and_a_full_queue(setup):

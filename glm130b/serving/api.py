@@ -284,19 +284,22 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
             raise ApiError(503, str(e)) from None
 
         if not stream:
+            check = loop.time() + 1.0  # whether the client is still there, once a second
             try:
                 while True:
                     try:
-                        kind, payload = await asyncio.wait_for(events.get(), timeout=1.0)
+                        kind, payload = await asyncio.wait_for(
+                            events.get(), timeout=max(0.0, check - loop.time()))
                     except asyncio.TimeoutError:
-                        if await http.is_disconnected():
-                            engine.cancel(request)
-                            return error_response(499, "client closed the request")
-                        continue
+                        kind = None
                     if kind == "done":
                         return final(request)
                     if kind == "error":
                         return error_response(*payload)
+                    if loop.time() >= check:
+                        if await http.is_disconnected():
+                            return error_response(499, "client closed the request")
+                        check = loop.time() + 1.0
             finally:
                 if not request.finished:
                     engine.cancel(request)
