@@ -38,7 +38,9 @@ def add_serving_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="requests waiting for a place; more are refused with 503")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds, queue included")
     g.add_argument("--max-request-bytes", type=int, default=1 << 20)
-    g.add_argument("--default-max-tokens", type=int, default=64)
+    g.add_argument("--default-max-tokens", type=int, default=64,
+                   help="max_tokens of a request that gives none (less where the prompt leaves "
+                        "less room in the model's length)")
     g.add_argument("--max-tokens-limit", type=int, default=None,
                    help="largest max_tokens a request may ask (default: the model's length)")
     return parser

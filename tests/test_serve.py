@@ -172,6 +172,14 @@ def test_streamed_answers_equal_plain_ones_with_n_and_stop(setup, server):
         assert "".join(c["text"] for c in chunks[:-1] if c["blank"] == b) == blank
 
 
+def test_without_max_tokens_the_room_the_model_leaves(setup, server):
+    model, tokenizer, _ = setup
+    room = 64 - len(build_prompt(NO_MASK, tokenizer, 64).tokens) - 1  # the default 64 won't fit
+    status, answer = request(server.url, "/v1/completions", dict(prompt=NO_MASK, seed=3))
+    assert status == 200
+    assert answer["choices"][0]["filled"] == expected(model, tokenizer, NO_MASK, room, 3).answers[0]
+
+
 def test_health_models_and_the_playground_page(server):
     status, health = request(server.url, "/health")
     assert status == 200 and health["status"] == "ok" and health["model"] == "tiny"

@@ -150,9 +150,8 @@ class Planner:
         if req.top_k >= s.vocab_size:
             raise ApiError(400, f"top_k: must be below the vocabulary size {s.vocab_size}",
                            "top_k")
-        max_tokens = req.max_tokens or s.default_max_tokens
         limit = s.max_tokens_limit or s.max_sequence_length
-        if max_tokens > limit:
+        if req.max_tokens is not None and req.max_tokens > limit:
             raise ApiError(400, f"max_tokens: at most {limit}", "max_tokens")
         choices = []
         for i, text in enumerate(texts):
@@ -160,12 +159,18 @@ class Planner:
                 prompt = build_prompt(text, self.tokenizer, s.max_sequence_length)
             except PromptError as e:
                 raise ApiError(400, f"prompt: {e}", "prompt") from None
-            # The reference's budget (--out-seq-length) counts the prompt and its `sop`.
-            out_seq_length = len(prompt.tokens) + 1 + max_tokens
-            if out_seq_length > s.max_sequence_length:
+            room = s.max_sequence_length - len(prompt.tokens) - 1  # its `sop` comes first
+            # Not given: the server's default, or what room the model leaves.
+            max_tokens = req.max_tokens or min(s.default_max_tokens, limit, room)
+            if max_tokens > room:
                 raise ApiError(400, f"the prompt is {len(prompt.tokens)} tokens: with "
                                     f"max_tokens {max_tokens} it exceeds the model's "
                                     f"{s.max_sequence_length}", "max_tokens")
+            if max_tokens < 1:
+                raise ApiError(400, f"prompt: {len(prompt.tokens)} tokens leave no room to "
+                                    f"generate in the model's {s.max_sequence_length}", "prompt")
+            # The reference's budget (--out-seq-length) counts the prompt and its `sop`.
+            out_seq_length = len(prompt.tokens) + 1 + max_tokens
             for j in range(n):
                 k = i * n + j
                 choices.append(Choice(None, k, prompt, self.strategy(req, beam, k), out_seq_length,
