@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from glm130b.generation import (BeamSearchStrategy, build_prompt, end_tokens, fill_blanks,
+                                padding_slices)
 from glm130b.serving import local_server
 from test_generation import lively_model, make_tokenizer
 from test_serve import expected
@@ -122,6 +124,12 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
     model = lively_model(vocab_size=tokenizer.num_tokens + 4)
     text = "The capital of France is [MASK]. Japan's is [MASK]."
     want = expected(model, tokenizer, text, 12, 42, top_p=0.7)
+    prompt = build_prompt(text, tokenizer, 64)
+    invalid = padding_slices(tokenizer, model.config.vocab_size)
+    beam_search = BeamSearchStrategy(3, length_penalty=1.0, consider_end=True, seed=42,
+                                     end_tokens=end_tokens(tokenizer), no_repeat_ngram_size=3,
+                                     invalid_slices=invalid)
+    [want_beams] = fill_blanks(model, tokenizer, [prompt], beam_search, len(prompt.tokens) + 13)
     artifacts = Path(os.environ.get("GLM_TEST_ARTIFACTS", REPO / "test-artifacts"))
     with local_server(model, tokenizer, model_name="glm-tiny-test") as srv, \
             tempfile.TemporaryDirectory() as profile:
@@ -142,7 +150,18 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
             underline = browser.js("getComputedStyle(document.querySelector('#output .blank'))"
                                    ".textDecorationLine")
             shown = browser.js("document.getElementById('output').textContent")
+            updates = int(browser.js("document.getElementById('output').dataset.updates"))
             browser.screenshot(artifacts / "playground.png")
+
+            # beam search: every beam shown, each with its blanks
+            browser.js("const s = document.getElementById('strategy'); "
+                       "s.value = 'BeamSearchStrategy'; s.dispatchEvent(new Event('change'))")
+            browser.type_into("num_beams", "3")
+            browser.click("generate")
+            browser.wait("document.getElementById('status').dataset.state === 'done'")
+            beams = browser.js("[...document.querySelectorAll('#output .beam')].map(b => "
+                               "[...b.querySelectorAll('.blank')].map(e => e.textContent))")
+            browser.js("document.getElementById('strategy').value = 'BaseStrategy'")
 
             # a prompt too long for the model: the page says so in one line
             browser.type_into("prompt", "one two three " * 30)
@@ -153,6 +172,8 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
             browser.close()
     assert status.startswith("done:"), status
     assert blanks == want.blanks[0] and len(blanks) == 2
+    assert updates >= 2  # the blanks grew as tokens streamed in
+    assert beams == want_beams.blanks and len(beams) == 3
     assert colour == "rgb(17, 138, 46)" and underline == "underline"  # [MASK]: green, underlined
     # English: a space each side of a blank, as the reference's CLI shows it
     pieces = want.pieces[0]
