@@ -187,7 +187,8 @@ class Engine:
         self.wake = threading.Condition()
         self.stopping = False
         self.failure: Optional[str] = None  # the model cannot run any more
-        self.steps = self.peak_rows = self.cancelled = 0
+        self.steps = self.peak_rows = self.cancelled = self.tokens = 0
+        self._reported = (time.monotonic(), 0)  # when the last progress line was logged
 
     # ---- the clients' side (any thread) --------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -211,7 +212,7 @@ class Engine:
     def stats(self) -> dict:
         return dict(running_requests=len({c.request.id for c in self.running}),
                     running_rows=sum(c.rows for c in self.running), waiting=len(self.waiting),
-                    max_batch_size=self.max_batch_size, steps=self.steps,
+                    max_batch_size=self.max_batch_size, steps=self.steps, tokens=self.tokens,
                     peak_rows=self.peak_rows, cancelled=self.cancelled)
 
     def stop(self) -> None:
@@ -224,6 +225,7 @@ class Engine:
         while True:
             with self.wake:
                 while not (self.stopping or self.running or self.ready or self.waiting):
+                    self._reported = (time.monotonic(), self.tokens)  # rates count busy time
                     if not self.wake.wait(timeout=60) and self.idle is not None:
                         self.idle()
                 if self.stopping:
@@ -290,6 +292,17 @@ class Engine:
             self.batch.select(torch.tensor(index, dtype=torch.long))
         self.running = keep
         self.steps += 1
+        self.tokens += offset
+        self._report()
+
+    def _report(self, every: float = 10.0) -> None:
+        """A progress line while busy: generated tokens/s since the last one, and the load."""
+        now, (then, tokens) = time.monotonic(), self._reported
+        if now - then >= every:
+            log.info("%.1f tokens/s, %d rows running, %d requests waiting",
+                     (self.tokens - tokens) / (now - then), sum(c.rows for c in self.running),
+                     len(self.waiting))
+            self._reported = (now, self.tokens)
 
     def _proceed(self, choice: Choice, after_blank: bool) -> None:
         """The choice's next blank waits for a place in the batch (a running request's ahead
