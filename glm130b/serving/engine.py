@@ -224,10 +224,12 @@ class Engine:
     def run(self) -> None:
         while True:
             with self.wake:
+                idle = not (self.stopping or self.running or self.ready or self.waiting)
                 while not (self.stopping or self.running or self.ready or self.waiting):
-                    self._reported = (time.monotonic(), self.tokens)  # rates count busy time
                     if not self.wake.wait(timeout=60) and self.idle is not None:
                         self.idle()
+                if idle:  # rates count busy time only
+                    self._reported = (time.monotonic(), self.tokens)
                 if self.stopping:
                     break
             try:
