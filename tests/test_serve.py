@@ -227,10 +227,10 @@ class Slow(nn.Module):
         return self.model(*args, **kwargs)
 
 
-def wait_for(condition, seconds=10.0):
+def wait_for(condition, seconds=10.0, state=lambda: None):
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+        assert time.monotonic() < deadline, f"timed out waiting; {state()}"
         time.sleep(0.02)
 
 
@@ -243,32 +243,33 @@ def test_load_report_percentiles_by_hand():
 
 def test_a_client_leaving_mid_stream_frees_its_place(setup):
     model, tokenizer, _ = setup
-    with local_server(Slow(model, 0.1), tokenizer, max_batch_size=1) as srv:
-        port = int(srv.url.rsplit(":", 1)[1])
+    with local_server(Slow(model, 0.2), tokenizer, max_batch_size=1) as srv:  # 8 s a request
+        port, stats = int(srv.url.rsplit(":", 1)[1]), srv.engine.stats
         conn = http.client.HTTPConnection("127.0.0.1", port)
         conn.request("POST", "/v1/completions", json.dumps(dict(
             prompt=NO_MASK, max_tokens=40, stream=True, seed=1)),
             {"Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.readline().startswith(b"data: ")  # generating
-        assert srv.engine.stats()["running_rows"] == 1
+        assert stats()["running_rows"] == 1
         response.close()
         conn.close()  # gone, 39 tokens early
-        wait_for(lambda: srv.engine.stats()["cancelled"] == 1)
-        wait_for(lambda: srv.engine.stats()["running_rows"] == 0)
+        wait_for(lambda: stats()["cancelled"] == 1, state=stats)
+        wait_for(lambda: stats()["running_rows"] == 0, state=stats)
         status, answer = request(srv.url, "/v1/completions", dict(prompt=FRANCE, max_tokens=3,
                                                                   seed=2))
         assert status == 200
         assert answer["choices"][0]["filled"] == expected(model, tokenizer, FRANCE, 3, 2).answers[0]
 
         # a client waiting for a whole answer that hangs up is noticed too
+        wait_for(lambda: stats()["running_rows"] == 0, state=stats)  # the last one has left
         conn = http.client.HTTPConnection("127.0.0.1", port)
-        conn.request("POST", "/v1/completions", json.dumps(dict(prompt=NO_MASK, max_tokens=40)),
-                     {"Content-Type": "application/json"})
-        wait_for(lambda: srv.engine.stats()["running_rows"] == 1)
+        conn.request("POST", "/v1/completions", json.dumps(dict(  # seed 1 runs 40 tokens
+            prompt=NO_MASK, max_tokens=40, seed=1)), {"Content-Type": "application/json"})
+        wait_for(lambda: stats()["running_rows"] == 1, state=stats)
         conn.close()
-        wait_for(lambda: srv.engine.stats()["cancelled"] == 2)
-        wait_for(lambda: srv.engine.stats()["running_rows"] == 0)
+        wait_for(lambda: stats()["cancelled"] == 2, state=stats)
+        wait_for(lambda: stats()["running_rows"] == 0, state=stats)
 
 
 def test_timeouts_and_a_full_queue(setup):
@@ -306,10 +307,10 @@ def test_timeouts_and_a_full_queue(setup):
 
 
 class Failing(BaseStrategy):
-    def forward(self, logits, tokens, last=None):
+    def forward(self, logits, tokens, last=None, probs=None):
         if tokens.shape[1] > self.fail_at:
             raise RuntimeError("broken strategy")
-        return super().forward(logits, tokens, last)
+        return super().forward(logits, tokens, last, probs)
 
 
 def test_a_failing_request_does_not_disturb_the_others(setup):

@@ -83,12 +83,23 @@ class BaseStrategy:
     def is_done(self) -> bool:
         return bool(self._done.all())
 
-    def forward(self, logits: torch.Tensor, tokens: torch.Tensor,
-                last: Optional[torch.Tensor] = None):
-        """logits [rows, vocab], tokens [rows, s] -> (tokens [rows, s+1], None). `last` marks
-        rows whose length budget ends with this token."""
+    @property
+    def settings(self) -> tuple:
+        """What `probabilities` depends on: strategies with equal settings can share a call."""
+        return self.temperature, self.top_k, self.top_p, repr(self.invalid_slices)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """[rows, vocab]: what each row samples from, after temperature, the forbidden ids,
+        top-k and top-p; every row on its own."""
         logits = _forbid(logits.float() / self.temperature, self.invalid_slices)
-        probs = top_k_top_p_filter(logits, self.top_k, self.top_p).softmax(dim=-1)
+        return top_k_top_p_filter(logits, self.top_k, self.top_p).softmax(dim=-1)
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor,
+                last: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None):
+        """logits [rows, vocab], tokens [rows, s] -> (tokens [rows, s+1], None). `last` marks
+        rows whose length budget ends with this token; `probs`, when given, are this
+        strategy's `probabilities(logits)` computed already (with other rows)."""
+        probs = self.probabilities(logits) if probs is None else probs
         pred = torch.multinomial(probs, 1, generator=self.random.generator(probs.device)).squeeze(1)
         pred = pred.masked_fill(self._done, -1)
         self._done |= torch.isin(pred, torch.tensor(self.end_tokens, dtype=torch.long,

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..generate import broadcast
-from ..generation import DecodeBatch, Filling, Prompt, pad_left
+from ..generation import BaseStrategy, DecodeBatch, Filling, Prompt, pad_left
 
 log = logging.getLogger("glm130b.serve")
 
@@ -89,11 +89,14 @@ class Choice:
         return self.tokens[:, -1], torch.full((self.rows,), position, dtype=torch.long,
                                               device=self.tokens.device)
 
-    def advance(self, logits: torch.Tensor) -> Optional[torch.Tensor]:
-        """Pick the next token of every row; returns which rows they continue (beam search)."""
+    def advance(self, logits: torch.Tensor,
+                probs: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Pick the next token of every row; returns which rows they continue (beam search).
+        `probs`: a sampling strategy's probabilities, computed with other choices' rows."""
         budget = torch.tensor([self.tokens.shape[1] + 1 >= self.out_seq_length],
                               device=self.tokens.device)
-        self.tokens, parents = self.strategy.forward(logits, self.tokens, budget)
+        more = {} if probs is None else dict(probs=probs)
+        self.tokens, parents = self.strategy.forward(logits, self.tokens, budget, **more)
         return None if parents is None else parents.cpu()
 
     def blank_done(self) -> bool:
@@ -268,11 +271,12 @@ class Engine:
             return
         self.peak_rows = max(self.peak_rows, sum(c.rows for c in self.running))
         logits = torch.cat(logits)
+        probs = self._probabilities(logits)
         keep, index, offset = [], [], 0
         for choice in self.running:
             rows, blank = choice.rows, choice.blank
             try:
-                parents = choice.advance(logits[offset:offset + rows])
+                parents = choice.advance(logits[offset:offset + rows], probs.get(id(choice)))
                 delta = choice.stream(self.tokenizer) or ""
                 done = choice.blank_done()
                 if done:
@@ -305,6 +309,23 @@ class Engine:
                      (self.tokens - tokens) / (now - then), sum(c.rows for c in self.running),
                      len(self.waiting))
             self._reported = (now, self.tokens)
+
+    def _probabilities(self, logits: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Sampled choices with the same settings filter their rows together: one top-k/top-p
+        pass for all, not one each (row by row it is a third of a step at batch 32). Each
+        still draws from its own generator."""
+        groups, offset = {}, 0
+        for choice in self.running:
+            if isinstance(choice.strategy, BaseStrategy):  # one row each
+                groups.setdefault(choice.strategy.settings, []).append((choice, offset))
+            offset += choice.rows
+        probs = {}
+        for members in groups.values():
+            rows = torch.tensor([row for _, row in members], device=logits.device)
+            together = members[0][0].strategy.probabilities(logits[rows])
+            for k, (choice, _) in enumerate(members):
+                probs[id(choice)] = together[k:k + 1]
+        return probs
 
     def _proceed(self, choice: Choice, after_blank: bool) -> None:
         """The choice's next blank waits for a place in the batch (a running request's ahead
