@@ -179,6 +179,10 @@ class Request:
 
 
 class Engine:
+    """The scheduler: requests wait in `waiting` (at most `max_queue`), their choices in
+    `ready` until the batch has room (at most `max_batch_size` rows), then decode in
+    `running`; `run` steps until `stop`."""
+
     def __init__(self, batch: DecodeBatch, tokenizer, max_batch_size: int = 32,
                  max_queue: int = 256, idle: Optional[Callable[[], None]] = None):
         self.batch, self.tokenizer = batch, tokenizer
