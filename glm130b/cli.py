@@ -25,4 +25,16 @@ def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    close_process_group(wait=not code)
     sys.exit(code or 0)
+
+
+def close_process_group(wait: bool) -> None:
+    """Tear the process group down, after every rank has finished (`wait`) when the run ended
+    well. Left to interpreter exit, gloo's threads were seen to abort finished ranks
+    ("terminate called without an active exception": exit code 250, or SIGABRT)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

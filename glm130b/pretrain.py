@@ -155,11 +155,6 @@ def main(argv=None) -> int:
     if dist.get_rank() == 0:
         print(f"done: iteration {state.iteration}, {state.consumed_samples:,} samples, "
               f"{state.skipped_steps} skipped steps", flush=True)
-    # Tear the process group down while every rank is still here: left to interpreter exit,
-    # gloo's threads were seen to abort a rank ("terminate called without an active
-    # exception") after a finished run.
-    dist.barrier()
-    dist.destroy_process_group()
     return 0
 
 

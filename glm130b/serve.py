@@ -56,6 +56,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--port must lie in [0, 65535]")
 
 
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C, once uvicorn has finished its requests."""
+
+
+def _stopped(*_):
+    raise Stopped
+
+
 def serve(args, model, tokenizer) -> None:
     """Rank 0: the engine on a thread of its own, uvicorn on this one."""
     import uvicorn
@@ -78,12 +86,15 @@ def serve(args, model, tokenizer) -> None:
               "port can use the model", file=sys.stderr)
     worker = threading.Thread(target=engine.run, name="glm130b-engine", daemon=True)
     worker.start()
-    # uvicorn shuts down on SIGTERM, then raises it again: end with the cleanup below (the
-    # followers must hear that we stop) rather than the default of dying on the spot.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn shuts down on SIGTERM or Ctrl-C, then raises the signal again: end with the
+    # cleanup below and a normal return (the followers must hear that we stop).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info",
                     timeout_graceful_shutdown=5)
+    except Stopped:
+        pass
     finally:
         engine.stop()
         worker.join()
