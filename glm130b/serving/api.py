@@ -267,9 +267,11 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
                                               created=created, owned_by="glm130b",
                                               max_sequence_length=settings.max_sequence_length)])
 
+    page = (resources.files(__package__) / "playground.html").read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse)
     async def playground():
-        return (resources.files(__package__) / "playground.html").read_text(encoding="utf-8")
+        return page
 
     async def run(http: HttpRequest, choices: list[Choice], stream: bool, chunk, final):
         """Submit the choices; answer with `final(request)` when all are done, or stream
