@@ -276,7 +276,7 @@ def test_timeouts_and_a_full_queue(setup):
     """One forward takes longer than the timeout: the running request and the one queued
     behind it both time out, a third finds the queue full; the server then goes on."""
     model, tokenizer, _ = setup
-    slow = Slow(model, 1.5)
+    slow = Slow(model, 3.0)  # leaves the second request ample time to queue behind it
     with local_server(slow, tokenizer, max_batch_size=1, max_queue=1,
                       request_timeout=1.0) as srv:
         results = {}
