@@ -11,14 +11,10 @@ import torch
 from torch import nn
 
 from ..generation import batch_filling_sequence
+from ..generation.batch import model_device
 from ..model import AttentionMask
 from ..parallel import vocab_parallel_cross_entropy
 from .datasets import ChoiceSample, Window, collate_choices, collate_windows
-
-
-def model_device(model) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 @torch.no_grad()

@@ -284,7 +284,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
             except RuntimeError:  # the event loop has closed: the server is going down
                 pass
 
-        request = Request(choices, emit, timeout=settings.request_timeout)
+        request = Request(choices, emit, timeout=settings.request_timeout, streaming=stream)
         try:
             engine.submit(request)
         except Unavailable as e:

@@ -105,8 +105,8 @@ class Choice:
     def stream(self, tokenizer) -> Optional[str]:
         """The new text of the blank (sampling only), held back where it could still turn
         into a stop string; a stop string ends the blank there."""
-        if self.max_rows != 1:
-            return None
+        if self.max_rows != 1 or not (self.request.streaming or self.stop):
+            return None  # nobody reads the text before the end: no work per step
         ends = set(self.strategy.end_tokens)
         ids = [t for t in self.tokens[0, self.context_length:].tolist() if t >= 0 and t not in ends]
         text = tokenizer.detokenize(ids)
@@ -143,7 +143,8 @@ class Choice:
             self.finish_reason = "length"
         self.completion_tokens += len(results[0]) - self.context_length
         self.filling.take(results, tokenizer, ends, texts)
-        return self._delta(self.filling.pieces[0][-1]) if self.max_rows == 1 else None
+        streamed = self.max_rows == 1 and self.request.streaming
+        return self._delta(self.filling.pieces[0][-1]) if streamed else None
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Request:
     choices: list[Choice]
     emit: Callable[[str, object], None]
     timeout: float = 300.0
+    streaming: bool = True      # does the client read "token" events
     id: int = field(default_factory=itertools.count().__next__)
     created: float = field(default_factory=time.monotonic)
     cancelled: bool = False
