@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from common import timed
-from glm130b.data.collate import collate
+from glm130b.training.collate import collate
 from glm130b.data.corpus import write_corpus
 from glm130b.data.indexed import IndexedDataset, TokenSamples
 from glm130b.data.infilling import Infilling, InfillingConfig

@@ -80,7 +80,7 @@ def main() -> None:
     for size in args.batch_sizes:
         with local_server(model, tokenizer, max_batch_size=size) as srv:
             reports[size] = run_load(srv.url, bodies, args.concurrency)
-            peak = srv.engine.stats()["peak_rows"]
+            peak = srv.scheduler.stats()["peak_rows"]
         print(f"--max-batch-size {size:>3} (peak {peak:>2} rows): {reports[size].summary()}",
               flush=True)
     base = reports[args.batch_sizes[-1]]

@@ -28,11 +28,12 @@ import torch
 
 from common import timed
 from glm130b.config import GLMConfig
-from glm130b.data.collate import Batch
+from glm130b.training.collate import Batch
 from glm130b.model import GLM
 from glm130b.model.masks import AttentionMask
 from glm130b.pretrain import add_training_args
-from glm130b.training.engine import (build_engine, checkpoint_layers, decay_groups,
+from glm130b.training.recompute import recompute_layers
+from glm130b.training.engine import (build_engine, decay_groups,
                                      initialize_distributed, lm_loss, plain_step)
 from glm130b.training.flops import model_flops_per_token, num_parameters, peak_flops
 
@@ -91,7 +92,7 @@ def pytorch_step(config, args, ns, batch, device):
     torch.manual_seed(ns.seed)
     model = GLM(config).to(device).train()
     if args.checkpoint_activations:
-        checkpoint_layers(model)
+        recompute_layers(model)
     optimizer = torch.optim.AdamW(decay_groups(model, ns.weight_decay), lr=ns.lr,
                                   betas=(ns.adam_beta1, ns.adam_beta2), eps=ns.adam_eps,
                                   fused=device.type == "cuda" or None)

@@ -20,7 +20,7 @@ _EXPORTS = {
     "GLM": "glm130b.model", "AttentionMask": "glm130b.model", "KVCache": "glm130b.model",
     "GLMConfig": "glm130b.config", "PRESETS": "glm130b.config",
     "load_checkpoint": "glm130b.checkpoint", "save_checkpoint": "glm130b.checkpoint",
-    "CheckpointError": "glm130b.checkpoint", "get_tokenizer": "glm130b.tokenization",
+    "CheckpointError": "glm130b.errors", "get_tokenizer": "glm130b.tokenization",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, Sequence
 
-from .checkpoint import CheckpointError
+from .errors import GLMError
 
-
-class UsageError(Exception):
-    """Bad input from the user; the message names what and where."""
-
-
-USER_ERRORS = (UsageError, CheckpointError, OSError)
+USER_ERRORS = (GLMError, OSError)
 
 
 def run(main: Callable[[Optional[Sequence[str]]], Optional[int]],
@@ -33,6 +28,8 @@ def close_process_group(wait: bool) -> None:
     """Tear the process group down, after every rank has finished (`wait`) when the run ended
     well. Left to interpreter exit, gloo's threads were seen to abort finished ranks
     ("terminate called without an active exception": exit code 250, or SIGABRT)."""
+    if "torch" not in sys.modules:  # a tool that never imported torch has no process group
+        return
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         if wait:

@@ -12,19 +12,19 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-import torch.distributed as dist
 from tqdm import tqdm
 
-from .cli import UsageError, run
+from .cli import run
+from .errors import PromptError, UsageError
 from .files import atomic_write_text
-from .generation import (BaseStrategy, BeamSearchStrategy, PromptError, build_prompt,
-                         end_tokens, fill_blanks, padding_slices)
+from .generation import SamplingConfig, build_prompt, build_strategy, fill_blanks
 from .initialize import add_initialization_args, initialize_model_and_tokenizer
-from .parallel import (get_data_parallel_rank, get_data_parallel_world_size,
+from .parallel import (broadcast_object, get_data_parallel_rank, get_data_parallel_world_size,
                        get_tensor_model_parallel_rank, is_rank0)
 
 PROMPT = "\nPlease Input Query (stop to exit) >>> "
@@ -65,26 +65,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for name in ("num_beams", "out_seq_length", "max_inference_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-
-
-def build_strategy(args: argparse.Namespace, tokenizer, vocab_size: int):
-    ends, invalid = end_tokens(tokenizer), padding_slices(tokenizer, vocab_size)
-    if args.sampling_strategy == "BaseStrategy":
-        return BaseStrategy(invalid_slices=invalid, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, end_tokens=ends, seed=args.seed)
-    return BeamSearchStrategy(args.num_beams, length_penalty=args.length_penalty,
-                              consider_end=True, end_tokens=ends, invalid_slices=invalid,
-                              no_repeat_ngram_size=args.no_repeat_ngram_size,
-                              min_gen_length=args.min_gen_length, seed=args.seed)
-
-
-def broadcast(obj):
-    """Rank 0's `obj` on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class Query:
@@ -174,7 +154,7 @@ def read_query() -> Optional[str]:
 def interactive(args, model, tokenizer, strategy, max_sequence_length: int) -> None:
     folder = Path(args.output_path)
     while True:
-        line = broadcast(read_query() if is_rank0() else None)
+        line = broadcast_object(read_query() if is_rank0() else None)
         if line is None:
             return
         try:
@@ -195,7 +175,7 @@ def interactive(args, model, tokenizer, strategy, max_sequence_length: int) -> N
             print(f"\nTaken time {time.perf_counter() - start:.2f} s", flush=True)
 
 
-def read_lines(path: str):
+def read_prompt_lines(path: str):
     try:
         return Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -205,7 +185,7 @@ def read_lines(path: str):
 def from_file(args, model, tokenizer, strategy, max_sequence_length: int) -> None:
     """Every prompt is checked before any is decoded; the data-parallel groups share the
     prompts round-robin, each group decoding batches of --max-inference-batch-size."""
-    lines = broadcast(read_lines(args.input_source) if is_rank0() else None)
+    lines = broadcast_object(read_prompt_lines(args.input_source) if is_rank0() else None)
     if isinstance(lines, Exception):
         raise lines
     queries = [Query(line.strip(), args, tokenizer, max_sequence_length,
@@ -236,7 +216,8 @@ def main(argv=None) -> int:
     if not args.load and is_rank0():
         print("warning: no --load, generating from randomly initialised weights",
               file=sys.stderr)
-    strategy = build_strategy(args, tokenizer, model.config.vocab_size)
+    sampling = SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
+    strategy = build_strategy(tokenizer, model.config.vocab_size, **asdict(sampling))
     if get_tensor_model_parallel_rank() == 0:
         os.makedirs(args.output_path, exist_ok=True)
     source = interactive if args.input_source == "interactive" else from_file

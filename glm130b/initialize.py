@@ -4,7 +4,6 @@ tensor parallelism, as the reference's `initialize.py` gathers them."""
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
@@ -12,7 +11,7 @@ from .checkpoint import load_checkpoint
 from .config import GLMConfig, add_model_args
 from .model import GLM
 from .parallel import (get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size,
-                       initialize_model_parallel, model_parallel_manual_seed)
+                       initialize_distributed, model_parallel_manual_seed)
 from .quantization import add_quantization_args, check_quantization_args, quantize_model
 from .tokenization import add_tokenizer_args, get_tokenizer
 
@@ -43,33 +42,14 @@ def model_dtype(args: argparse.Namespace) -> torch.dtype:
     return torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
 
 
-def initialize_distributed(args: argparse.Namespace) -> torch.device:
-    """Join the process group that torchrun / the DeepSpeed launcher describe, split it into
-    tensor-parallel groups, and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", args.local_rank or 0))
-    cuda = torch.cuda.is_available() and args.device in (None, "cuda")
-    device = torch.device(args.device) if args.device not in (None, "cuda") else (
-        torch.device("cuda", local_rank) if cuda else torch.device("cpu"))
-    if world > 1 and not torch.distributed.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if torch.distributed.is_initialized():
-        initialize_model_parallel(args.model_parallel_size)
-    elif args.model_parallel_size != 1:
-        raise SystemExit(f"error: --model-parallel-size {args.model_parallel_size} needs as many "
-                         "processes: launch with torchrun --nproc_per_node N")
-    return device
-
-
 def initialize_model(args: argparse.Namespace) -> GLM:
     """Build the model; with --load, on the meta device and then filled from the checkpoint
     (no random init, no second copy of the weights). Quantisation follows the reference's
     order: an FP checkpoint is loaded, cast, then quantised on the target device; with
     --from-quantized-checkpoint the meta model is quantised first to take the int8 tensors."""
     check_quantization_args(args)
-    device = initialize_distributed(args)
+    device = initialize_distributed(args.model_parallel_size, device=args.device,
+                                    local_rank=args.local_rank)
     config = GLMConfig.from_args(args)
     model_parallel_manual_seed(args.seed)
     assert get_tensor_model_parallel_world_size() == args.model_parallel_size

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .cli import UsageError, run
+from .cli import run
+from .errors import UsageError
 from .config import GLMConfig, add_model_args
 from .data.mixture import add_data_args, build_mixture
 from .parallel import (get_data_parallel_world_size, get_pipeline_model_parallel_world_size,
                        get_tensor_model_parallel_world_size)
 from .tokenization import add_tokenizer_args, get_tokenizer
+from .checkpoint.deepspeed_layout import is_training_checkpoint, read_meta
 from .training import checkpointing
-from .training.engine import build_engine, initialize_distributed
+from .training.engine import build_engine, initialize_training
 from .training.schedules import (BatchSizeRampup, LRSchedule, ShrinkSchedule,
                                  parse_skip_ranges)
 from .training.trainer import TrainerState, train
@@ -116,8 +118,8 @@ def schedules(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = initialize_distributed(args.model_parallel_size,
-                                    args.pipeline_model_parallel_size)
+    device = initialize_training(args.model_parallel_size,
+                                 args.pipeline_model_parallel_size)
     config = GLMConfig.from_args(args)
     args.shrink_embedding_gradient_alpha = config.shrink_embedding_gradient_alpha
     tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
@@ -137,10 +139,10 @@ def main(argv=None) -> int:
                                  "data": get_data_parallel_world_size(),
                                  "world": dist.get_world_size()},
                          model=dataclasses.asdict(config))
-    resume = bool(args.load) and checkpointing.is_training_checkpoint(args.load)
+    resume = bool(args.load) and is_training_checkpoint(args.load)
     args.reference_load = args.load if args.load and not resume else None
     if resume:  # the batch size DeepSpeed starts with depends on where the run stands
-        state.consumed_samples = checkpointing.read_meta(args.load)["consumed_samples"]
+        state.consumed_samples = read_meta(args.load)["consumed_samples"]
     engine, is_pipeline = build_engine(args, config, batch_at(state.consumed_samples))
     if resume:
         state = TrainerState(**{**checkpointing.load(engine, args.load),

@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 
-from .cli import UsageError, run
+from .cli import run
+from .errors import Stopped, UsageError
 from .generation import DecodeBatch
 from .initialize import add_initialization_args, initialize_model_and_tokenizer
 from .parallel import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
@@ -56,26 +57,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--port must lie in [0, 65535]")
 
 
-class Stopped(Exception):
-    """SIGTERM or Ctrl-C, once uvicorn has finished its requests."""
-
-
 def _stopped(*_):
     raise Stopped
 
 
 def serve(args, model, tokenizer) -> None:
-    """Rank 0: the engine on a thread of its own, uvicorn on this one."""
+    """Rank 0: the scheduler on a thread of its own, uvicorn on this one."""
     import uvicorn
 
     from .serving import build
-    from .serving.engine import MirroredBatch
+    from .serving.scheduler import MirroredBatch
 
     tp = get_tensor_model_parallel_world_size()
     batch = MirroredBatch(model) if tp > 1 else DecodeBatch(model)
     name = args.model_name or (os.path.basename(os.path.normpath(args.load)) if args.load
                                else "glm")
-    engine, app = build(model, tokenizer, batch, args.max_batch_size, args.max_queue,
+    scheduler, app = build(model, tokenizer, batch, args.max_batch_size, args.max_queue,
                         idle=batch.ping if tp > 1 else None, model_name=name,
                         default_max_tokens=args.default_max_tokens,
                         max_tokens_limit=args.max_tokens_limit,
@@ -84,7 +81,7 @@ def serve(args, model, tokenizer) -> None:
     if args.host not in LOOPBACK and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who reaches this "
               "port can use the model", file=sys.stderr)
-    worker = threading.Thread(target=engine.run, name="glm130b-engine", daemon=True)
+    worker = threading.Thread(target=scheduler.run, name="glm130b-scheduler", daemon=True)
     worker.start()
     # uvicorn shuts down on SIGTERM or Ctrl-C, then raises the signal again: end with the
     # cleanup below and a normal return (the followers must hear that we stop).
@@ -96,7 +93,7 @@ def serve(args, model, tokenizer) -> None:
     except Stopped:
         pass
     finally:
-        engine.stop()
+        scheduler.stop()
         worker.join()
         if tp > 1:
             batch.close()
@@ -118,7 +115,7 @@ def main(argv=None) -> int:
     if get_tensor_model_parallel_rank() == 0:
         serve(args, model, tokenizer)
     else:
-        from .serving.engine import follow
+        from .serving.scheduler import follow
         # Ctrl-C or the launcher's SIGTERM reaches every rank: the followers wait for rank 0
         # to finish its requests and tell them to stop (a crash of rank 0 ends them too).
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from glm130b import GLM, GLMConfig, save_checkpoint
-from glm130b.checkpoint import CheckpointError
+from glm130b.errors import CheckpointError
 from glm130b.checkpoint.convert_tp import convert
 from glm130b.checkpoint.sat import load_state_dict, shard_paths
 from glm130b.initialize import add_initialization_args, initialize_model

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from glm130b import GLM, GLMConfig
-from glm130b.data.collate import collate
+from glm130b.training.collate import collate
 from glm130b.data.corpus import generate_corpus
 from glm130b.data.indexed import IndexedDataset, TokenFileWriter, TokenSamples
 from glm130b.data.infilling import (MAX_SPAN, Infilling, InfillingConfig, blank_infill)
-from glm130b.data.inspect import main as inspect_main
+from glm130b.data.show import main as inspect_main
 from glm130b.data.mixture import (InstructionPairs, MixtureSampler, Source, add_data_args,
                                   build_mixture, parse_data_path)
 from glm130b.model.masks import position_ids as reference_positions
@@ -366,7 +366,7 @@ def test_inspect_prints_parts_positions_and_loss(tok_model, text_prefix, mip_pre
     assert "[MASK]" in out and "[sop]" in out and "[eop]" in out and "loss 0 x" in out
     inspect_main(common + ["--multitask-data-path", mip_prefix, "--objective", "mip"])
     assert "Question: what is" in capsys.readouterr().out
-    result = subprocess.run([sys.executable, "-m", "glm130b.data.inspect", "--data-path",
+    result = subprocess.run([sys.executable, "-m", "glm130b.data.show", "--data-path",
                              text_prefix + "-absent", "--tokenizer-type", "sentencepiece",
                              "--tokenizer-model", tok_model],
                             cwd=REPO, capture_output=True, text=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glm130b.cli import UsageError
+from glm130b.errors import TokenFileError, UsageError
 from glm130b.data import preprocess as pre
 from glm130b.data.corpus import generate_corpus
-from glm130b.data.indexed import (IndexedDataset, TokenFileError, TokenFileWriter,
+from glm130b.data.indexed import (IndexedDataset, TokenFileWriter,
                                   TokenSamples)
 
 REPO = Path(__file__).resolve().parents[1]

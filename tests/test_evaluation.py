@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glm130b.evaluation import (ConfigError, GenerationTask, GenerationTaskConfig,
+from glm130b.errors import ConfigError
+from glm130b.evaluation import (GenerationTask, GenerationTaskConfig,
                                 LanguageModelTask, LanguageModelTaskConfig, MultiChoiceTask,
                                 MultiChoiceTaskConfig, evaluate_tasks, load_task_config,
                                 load_tasks)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from glm130b import GLM, GLMConfig
-from glm130b.generation import (BaseStrategy, BeamSearchStrategy, PromptError,
+from glm130b.errors import PromptError
+from glm130b.generation import (BaseStrategy, BeamSearchStrategy,
                                 batch_filling_sequence, build_prompt, fill_blanks,
                                 top_k_top_p_filter)
 from glm130b.model.masks import dense_mask

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from glm130b import GLM, AttentionMask, GLMConfig, load_checkpoint, save_checkpoint
-from glm130b.cli import UsageError
+from glm130b.errors import UsageError
 from glm130b.parallel import (ColumnParallelLinear, RowParallelLinear, destroy_model_parallel,
                               initialize_model_parallel, shard)
 from glm130b.quantization import (QuantizedColumnParallelLinear, QuantizedRowParallelLinear,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glm130b.cli import UsageError
+from glm130b.errors import UsageError
 from glm130b.config import GLMConfig
 from glm130b.model import GLM
 from glm130b.tools.memory import meta_model

@@ -21,7 +21,7 @@ from glm130b.generate import main as generate_main
 from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tokens, fill_blanks,
                                 padding_slices)
 from glm130b.serving import local_server
-from glm130b.serving.engine import Choice, Engine, Request
+from glm130b.serving.scheduler import Choice, Scheduler, Request
 from glm130b.tools.loadtest import Report, completion_bodies, run_load
 from test_generation_cli import tiny_checkpoint
 
@@ -203,7 +203,7 @@ def test_32_concurrent_clients_each_get_their_answer_alone(setup):
         body["n"] = 1 + (k % 3 == 0)
     with local_server(model, tokenizer, max_batch_size=32) as srv:
         report = run_load(srv.url, bodies, concurrency=32)
-        stats = srv.engine.stats()
+        stats = srv.scheduler.stats()
     assert not report.errors and len(report.latencies) == 64
     print(f"\n32 clients: {report.summary()}")
     assert stats["peak_rows"] > 8  # they did decode together
@@ -244,7 +244,7 @@ def test_load_report_percentiles_by_hand():
 def test_a_client_leaving_mid_stream_frees_its_place(setup):
     model, tokenizer, _ = setup
     with local_server(Slow(model, 0.2), tokenizer, max_batch_size=1) as srv:  # 8 s a request
-        port, stats = int(srv.url.rsplit(":", 1)[1]), srv.engine.stats
+        port, stats = int(srv.url.rsplit(":", 1)[1]), srv.scheduler.stats
         conn = http.client.HTTPConnection("127.0.0.1", port)
         conn.request("POST", "/v1/completions", json.dumps(dict(
             prompt=NO_MASK, max_tokens=40, stream=True, seed=1)),
@@ -289,7 +289,7 @@ def test_timeouts_and_a_full_queue(setup):
         threads[0].start()
         wait_for(lambda: slow.calls == 1)  # in its first forward
         threads[1].start()
-        wait_for(lambda: srv.engine.stats()["waiting"] == 1)
+        wait_for(lambda: srv.scheduler.stats()["waiting"] == 1)
         status, full = request(srv.url, "/v1/completions", dict(prompt=NO_MASK, max_tokens=8))
         assert status == 503 and "server busy" in full["error"]["message"]
         for t in threads:
@@ -303,7 +303,7 @@ def test_timeouts_and_a_full_queue(setup):
         status, answer = request(srv.url, "/v1/completions", dict(prompt=FRANCE, max_tokens=3,
                                                                   seed=2))
         assert status == 200
-        wait_for(lambda: srv.engine.stats()["running_rows"] == 0)
+        wait_for(lambda: srv.scheduler.stats()["running_rows"] == 0)
 
 
 class Failing(BaseStrategy):
@@ -315,8 +315,8 @@ class Failing(BaseStrategy):
 
 def test_a_failing_request_does_not_disturb_the_others(setup):
     model, tokenizer, _ = setup
-    engine = Engine(DecodeBatch(model), tokenizer, max_batch_size=8)
-    worker = threading.Thread(target=engine.run)
+    scheduler = Scheduler(DecodeBatch(model), tokenizer, max_batch_size=8)
+    worker = threading.Thread(target=scheduler.run)
     worker.start()
     heard = {}
     try:
@@ -330,10 +330,10 @@ def test_a_failing_request_does_not_disturb_the_others(setup):
             choice = Choice(None, 0, prompt, strategy, len(prompt.tokens) + 1 + 10)
             requests.append(Request([choice], lambda kind, payload, k=k: heard.setdefault(
                 k, []).append((kind, payload))))
-            engine.submit(requests[-1])
+            scheduler.submit(requests[-1])
         wait_for(lambda: all(r.finished for r in requests))
     finally:
-        engine.stop()
+        scheduler.stop()
         worker.join()
     assert heard[1][-1] == ("error", (500, "generation failed: broken strategy"))
     for k, text in [(0, FRANCE), (2, NO_MASK)]:

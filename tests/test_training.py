@@ -184,7 +184,7 @@ def test_reference_checkpoint_at_tp2_starts_a_pipeline_run(data, tmp_path):
     """Released-style weights (reference layout, 2 shards) start a TP1 x PP2 run; its first
     loss equals the loss of the same weights evaluated directly on the same first batch."""
     from glm130b.checkpoint.convert_tp import convert
-    from glm130b.data.collate import collate
+    from glm130b.training.collate import collate
     from glm130b.data.mixture import add_data_args, build_mixture
     from glm130b.tokenization import get_tokenizer
     from glm130b.training.engine import lm_loss

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from ..cli import run
 from ..parallel import merge, shard
 from ..quantization import quantize_state_dict
-from .sat import (CheckpointError, atomic_torch_save, load_state_dict, own_storage, read_latest,
+from ..errors import CheckpointError
+from .sat import (atomic_torch_save, load_state_dict, own_storage, read_latest,
                   replace_folder, shard_name, shard_paths, write_latest)
 
 ROW_PARALLEL = ("attention.dense.weight", "mlp.dense_4h_to_h.weight")

@@ -31,11 +31,11 @@ from ..cli import run
 from ..config import GLMConfig
 from ..files import atomic_write_text
 from ..parallel import merge, shard
-from ..training.checkpointing import META
-from ..training.checkpointing import load_file as load_deepspeed_file
-from ..training.pipeline import reference_name
 from .convert_tp import check_sources, split_rule
-from .sat import (CheckpointError, atomic_torch_save, own_storage, read_latest, replace_folder,
+from .deepspeed_layout import META, reference_name
+from .deepspeed_layout import load_file as load_deepspeed_file
+from ..errors import CheckpointError
+from .sat import (atomic_torch_save, own_storage, read_latest, replace_folder,
                   shard_name, write_latest)
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

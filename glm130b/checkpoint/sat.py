@@ -17,16 +17,13 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..files import atomic_open, atomic_write_text
 from ..parallel import (get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
                         get_tensor_model_parallel_world_size)
 
 PathLike = Union[str, os.PathLike]
 _PARALLEL_ATTRS = ("tensor_model_parallel", "model_parallel", "partition_dim", "partition_stride")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message says what and where in one line."""
 
 
 def shard_name(tp_rank: int) -> str:

@@ -19,17 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from glm130b.errors import TokenFileError
+
 MAGIC = b"GLMTOKS\0"
 VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
 _DTYPES = {1: np.dtype(np.uint16), 2: np.dtype(np.int32)}
 # A little below 2**16, so ids near the top (specials added later, padding) still fit.
 UINT16_LIMIT = 65500
-
-
-class TokenFileError(OSError):
-    """A .bin/.idx pair that cannot be read as one; the message names the file and the fault.
-    An OSError, like gzip's BadGzipFile, so entry points report it in one line."""
 
 
 def dtype_for(vocab_size: int) -> np.dtype:

@@ -16,7 +16,8 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from glm130b.data.indexed import IndexedDataset, TokenFileError, TokenSamples
+from glm130b.data.indexed import IndexedDataset, TokenSamples
+from glm130b.errors import TokenFileError
 from glm130b.data.infilling import Infilling, InfillingConfig, Sample
 
 INSTRUCTION_KEYS = ("input", "target")  # preprocess with --json-keys input target

@@ -31,20 +31,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from glm130b.errors import BadLine, UsageError
 from glm130b.data.indexed import TokenFileWriter, dtype_for
 from glm130b.tokenization import add_tokenizer_args, get_tokenizer
 
 CHUNK_LINES = 512
 REPORTED_BAD_LINES = 20  # listed one by one; the rest only counted
-
-
-class BadLine(ValueError):
-    def __init__(self, reason: str, where: str = ""):
-        super().__init__(f"{where}: {reason}" if where else reason)
-        self.reason, self.where = reason, where
-
-    def __reduce__(self):  # travels back from the workers with its parts intact
-        return BadLine, (self.reason, self.where)
 
 
 def parse_line(raw: bytes, as_json: bool, keys: list[str]) -> list[str] | None:
@@ -212,7 +204,6 @@ def preprocess(inputs, output_prefix: str, tokenizer_type: str, tokenizer_model:
 
 
 def main(argv=None) -> int:
-    from glm130b.cli import UsageError
 
     p = argparse.ArgumentParser(prog="python -m glm130b.data.preprocess",
                                 description=__doc__.splitlines()[0])

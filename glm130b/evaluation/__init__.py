@@ -1,6 +1,6 @@
 """Zero-shot evaluation (reference §7): YAML task configs, the multiple-choice, generation and
 language-model tasks with the reference's inputs and metrics, and the report."""
-from .configs import (BaseConfig, ConfigError, GenerationTaskConfig, LanguageModelTaskConfig,
+from .configs import (BaseConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                       MultiChoiceTaskConfig, load_task_config)
 from .runner import LoadedTask, evaluate_task, evaluate_tasks, find_task_files, load_tasks
 from .tasks import GenerationTask, LanguageModelTask, MultiChoiceTask, Task

@@ -17,13 +17,9 @@ from typing import Dict, List, Optional, Union
 
 import yaml
 
-from ..cli import UsageError
+from ..errors import ConfigError
 
 TASK_TYPES = ("mul", "gen", "lm", "other")
-
-
-class ConfigError(UsageError):
-    """A task YAML that cannot be used; the message is `<file>: <what is wrong>`."""
 
 
 @dataclass

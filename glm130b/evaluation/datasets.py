@@ -13,11 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
+from ..errors import DataError
 from ..model import AttentionMask, multiple_choice_mask
-
-
-class DataError(ValueError):
-    """What is wrong with one example; the reader adds file and line."""
 
 
 @dataclass
@@ -31,7 +28,7 @@ class FileData:
     single_token: bool = False  # multiple choice: every choice of the file is one token
 
 
-def read_lines(path: str, build: Callable[[dict], object]) -> FileData:
+def read_jsonl(path: str, build: Callable[[dict], object]) -> FileData:
     data = FileData(path, [])
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):

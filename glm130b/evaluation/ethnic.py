@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import List
 
 from .configs import MultiChoiceTaskConfig
-from .datasets import DataError, FileData, field_of
+from ..errors import DataError
+from .datasets import FileData, field_of
 from .tasks import MultiChoiceTask, argmax
 
 

@@ -84,7 +84,7 @@ class GenerationBudget:
 
 
 @torch.no_grad()
-def generate(model, contexts: list[list[int]], mask_positions: list, strategy,
+def generate_continuations(model, contexts: list[list[int]], mask_positions: list, strategy,
              max_gen_length: int, unidirectional: bool = False) -> list[list[list[int]]]:
     """Per context (ending in [sop]): the generated ids of each returned sequence, best first,
     without the context and without a final end token."""

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import List
 
 from .configs import LanguageModelTaskConfig
-from .datasets import DataError, FileData, document, field_of, read_lines, tokenized
+from ..errors import DataError
+from .datasets import FileData, document, field_of, read_jsonl, tokenized
 from .metrics import bits_per_byte
 from .tasks import LanguageModelTask
 
@@ -41,5 +42,5 @@ class Pile(LanguageModelTask):
             if not isinstance(meta.get("pile_set_name"), str):
                 raise DataError("missing field 'meta.pile_set_name'")
             return document(text, tokenized(item, "text", self.tokenizer), meta)
-        data = read_lines(path, build)
+        data = read_jsonl(path, build)
         return self.windowed(data, data.examples)

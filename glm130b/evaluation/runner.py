@@ -18,7 +18,7 @@ from typing import Optional
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..cli import UsageError
+from ..errors import UsageError
 from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
                         get_data_parallel_world_size, is_rank0)
 from .configs import BaseConfig, load_task_config

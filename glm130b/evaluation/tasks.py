@@ -18,8 +18,8 @@ from .configs import (BaseConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                       MultiChoiceTaskConfig)
 from .datasets import (FileData, build_generation_sample,
                        build_multiple_choice_sample, build_window, choice_example, document,
-                       generation_example, num_windows, read_lines)
-from .inference import choice_log_probs, generate, window_losses
+                       generation_example, num_windows, read_jsonl)
+from .inference import choice_log_probs, generate_continuations, window_losses
 
 Metric = Callable[["Task", list, FileData], "float | dict[str, float]"]
 
@@ -98,7 +98,7 @@ class MultiChoiceTask(Task):
             example = choice_example(item, self.tokenizer, self.config.max_seq_length)
             self.check(item, example)
             return example
-        data = read_lines(path, build)
+        data = read_jsonl(path, build)
         data.single_token = bool(data.examples) and all(
             len(c) == 1 for e in data.examples for c in e.choices)
         return data
@@ -161,7 +161,7 @@ class GenerationTask(Task):
             example = generation_example(item, self.tokenizer, c.max_seq_length, c.max_gen_length)
             self.sample(example)  # refuses what cannot be generated from, before any decoding
             return example
-        return read_lines(path, build)
+        return read_jsonl(path, build)
 
     def sample(self, example):
         return build_generation_sample(example.text, self.mask_id, self.sop_id,
@@ -169,7 +169,7 @@ class GenerationTask(Task):
 
     def predict(self, batch: list, data: FileData) -> list[list[int]]:
         contexts, mask_positions = zip(*(self.sample(e) for e in batch))
-        outputs = generate(self.model, list(contexts), list(mask_positions), self.strategy,
+        outputs = generate_continuations(self.model, list(contexts), list(mask_positions), self.strategy,
                            self.config.max_gen_length, self.config.unidirectional)
         return [self.choose(beams) for beams in outputs]
 

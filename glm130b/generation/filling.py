@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..cli import UsageError
+from ..errors import PromptError
 from ..model import AttentionMask
 from .batch import DecodeBatch, pad_left
 
@@ -24,27 +24,12 @@ MASK_PATTERN = re.compile(r"\[[sg]?MASK\]")
 STYLE = {False: ("\x1b[0;32m\033[4m", "\033[0m\x1b[0m"), True: ("\033[4m", "\033[0m")}
 
 
-class PromptError(UsageError):
-    """A prompt that cannot be generated from (too long, malformed); the CLI exits 2."""
-
-
 @dataclass
 class Prompt:
     text: str          # as displayed: " [gMASK]" appended when the text had no mask
     tokens: list[int]
     mask_id: int       # the mask type being filled
     use_gmask: bool    # positions count on through the fill instead of repeating the mask's
-
-
-def end_tokens(tokenizer) -> list[int]:
-    """A blank ends at [eop] or at the end of the text (reference §6.4)."""
-    return [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-
-
-def padding_slices(tokenizer, vocab_size: int) -> list[slice]:
-    """Rows of the output layer past the tokenizer's ids only pad the vocabulary: never
-    generate them (reference pitfall 13)."""
-    return [slice(tokenizer.num_tokens, None)] if vocab_size > tokenizer.num_tokens else []
 
 
 def build_prompt(text: str, tokenizer, max_sequence_length: int,
@@ -175,16 +160,16 @@ class Filling:
              texts: Optional[Sequence[str]] = None) -> None:
         """Put each result's blank in place of the mask; record it for display. `texts`
         replaces the blanks' decoded texts (a stop string cut them short)."""
-        mask_position, bog = self.seq.index(self.prompt.mask_id), len(self.seq)  # bog: `sop`
+        mask_position, sop = self.seq.index(self.prompt.mask_id), len(self.seq)  # where `sop` is
         self.outputs = []
         for i, output in enumerate(results):
-            end = len(output) - (1 if len(output) > bog + 1 and output[-1] in end_tokens else 0)
+            end = len(output) - (1 if len(output) > sop + 1 and output[-1] in end_tokens else 0)
             prefix = tokenizer.detokenize(output[self.last_pos[i]:mask_position])
-            blank = tokenizer.detokenize(output[bog + 1:end]) if texts is None else texts[i]
+            blank = tokenizer.detokenize(output[sop + 1:end]) if texts is None else texts[i]
             self.pieces[i] += [prefix, blank]
-            self.last_pos[i] = mask_position + end - (bog + 1)
-            self.outputs.append(output[:mask_position] + output[bog + 1:end]
-                                + output[mask_position + 1:bog])
+            self.last_pos[i] = mask_position + end - (sop + 1)
+            self.outputs.append(output[:mask_position] + output[sop + 1:end]
+                                + output[mask_position + 1:sop])
 
     def result(self, tokenizer) -> Filled:
         eos = tokenizer.get_command("eos")

@@ -12,6 +12,7 @@ context, and the slots after a sampled row has ended. Randomness comes from a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -255,3 +256,47 @@ class BeamSearchStrategy:
         for row in range(self.batch_size):
             self._close(row, live[row])
         return list(self.results)
+
+
+def end_tokens(tokenizer) -> list[int]:
+    """A blank ends at [eop] or at the end of the text (reference §6.4)."""
+    return [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+
+
+def padding_slices(tokenizer, vocab_size: int) -> list[slice]:
+    """Rows of the output layer past the tokenizer's ids only pad the vocabulary: never
+    generate them (reference pitfall 13)."""
+    return [slice(tokenizer.num_tokens, None)] if vocab_size > tokenizer.num_tokens else []
+
+
+@dataclass
+class SamplingConfig:
+    """How blanks are filled: the reference's generation options, under its flag names."""
+    sampling_strategy: str = "BaseStrategy"   # or "BeamSearchStrategy"
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    num_beams: int = 1
+    length_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    min_gen_length: int = 0
+    seed: Optional[int] = None
+
+
+def build_strategy(tokenizer, vocab_size: int, *, sampling_strategy: str = "BaseStrategy",
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                   num_beams: int = 1, length_penalty: float = 0.0,
+                   no_repeat_ngram_size: int = 0, min_gen_length: int = 0,
+                   seed: Optional[int] = None):
+    """The strategy `generate` decodes with: it ends a blank at [eop]/eos and never picks the
+    vocabulary's padding rows. Takes `SamplingConfig`'s fields: `**asdict(config)`."""
+    ends, invalid = end_tokens(tokenizer), padding_slices(tokenizer, vocab_size)
+    if sampling_strategy == "BaseStrategy":
+        return BaseStrategy(invalid_slices=invalid, temperature=temperature, top_k=top_k,
+                            top_p=top_p, end_tokens=ends, seed=seed)
+    if sampling_strategy != "BeamSearchStrategy":
+        raise ValueError(f"unknown sampling strategy {sampling_strategy!r}")
+    return BeamSearchStrategy(num_beams, length_penalty=length_penalty, consider_end=True,
+                              end_tokens=ends, invalid_slices=invalid,
+                              no_repeat_ngram_size=no_repeat_ngram_size,
+                              min_gen_length=min_gen_length, seed=seed)

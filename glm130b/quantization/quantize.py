@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import UsageError
 from .layers import quantize_linear
 from .packing import quantize_weight
 
@@ -37,7 +38,6 @@ def add_quantization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def check_quantization_args(args: argparse.Namespace) -> None:
     """The flag combinations that cannot work, as one-line usage errors."""
-    from ..cli import UsageError  # here: convert_tp imports this module from inside checkpoint/
     if args.from_quantized_checkpoint and args.quantization_bit_width is None:
         raise UsageError("--from-quantized-checkpoint needs --quantization-bit-width 4 or 8")
     if args.from_quantized_checkpoint and not getattr(args, "load", None):

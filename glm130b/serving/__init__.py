@@ -1,4 +1,4 @@
-"""Serving: continuous batching (`engine`), the HTTP API and the playground (`api`);
+"""Serving: continuous batching (`scheduler`), the HTTP API and the playground (`api`);
 `python -m glm130b.serve` is the command, `local_server` embeds one in a Python program."""
 from __future__ import annotations
 
@@ -11,24 +11,24 @@ from typing import Iterator, Optional
 
 from ..generation import DecodeBatch
 from .api import Settings, create_app
-from .engine import Engine
+from .scheduler import Scheduler
 
 
 def build(model, tokenizer, batch: Optional[DecodeBatch] = None, max_batch_size: int = 32,
           max_queue: int = 256, idle=None, model_name: str = "glm", **settings):
-    """The engine and the application for a loaded model; `settings` as `api.Settings`."""
+    """The scheduler and the application for a loaded model; `settings` as `api.Settings`."""
     batch = DecodeBatch(model) if batch is None else batch  # an empty batch is falsy
-    engine = Engine(batch, tokenizer, max_batch_size, max_queue, idle)
+    scheduler = Scheduler(batch, tokenizer, max_batch_size, max_queue, idle)
     settings = Settings(model_name=model_name,
                         max_sequence_length=model.config.max_sequence_length,
                         vocab_size=model.config.vocab_size, **settings)
-    return engine, create_app(engine, tokenizer, settings)
+    return scheduler, create_app(scheduler, tokenizer, settings)
 
 
 @dataclass
 class LocalServer:
     url: str
-    engine: Engine
+    scheduler: Scheduler
 
 
 @contextlib.contextmanager
@@ -37,11 +37,11 @@ def local_server(model, tokenizer, port: int = 0, **options) -> Iterator[LocalSe
     `with` block runs. `options` as `build`'s."""
     import uvicorn
 
-    engine, app = build(model, tokenizer, **options)
+    scheduler, app = build(model, tokenizer, **options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    threads = [threading.Thread(target=engine.run, daemon=True),
+    threads = [threading.Thread(target=scheduler.run, daemon=True),
                threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True)]
     for t in threads:
         t.start()
@@ -50,10 +50,10 @@ def local_server(model, tokenizer, port: int = 0, **options) -> Iterator[LocalSe
             if not threads[1].is_alive():
                 raise RuntimeError("the HTTP server did not start")
             time.sleep(0.01)
-        yield LocalServer(f"http://127.0.0.1:{sock.getsockname()[1]}", engine)
+        yield LocalServer(f"http://127.0.0.1:{sock.getsockname()[1]}", scheduler)
     finally:
         server.should_exit = True
-        engine.stop()
+        scheduler.stop()
         for t in threads:
             t.join(timeout=30)
         sock.close()

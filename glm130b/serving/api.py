@@ -1,4 +1,4 @@
-"""The HTTP API over the engine: OpenAI-style completions whose prompts may hold [MASK],
+"""The HTTP API over the scheduler: OpenAI-style completions whose prompts may hold [MASK],
 [sMASK] and [gMASK], the blank-filling view with beam search, health, models, and the web
 playground at `/`.
 
@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
-from types import SimpleNamespace
 from typing import Literal, Optional, Union
 
 from fastapi import FastAPI, Request as HttpRequest
@@ -25,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..generate import build_strategy
-from ..generation import PromptError, build_prompt
-from .engine import Choice, Engine, Request, Unavailable
+from ..errors import ApiError, PromptError, Unavailable
+from ..generation import build_prompt, build_strategy
+from .scheduler import Choice, Scheduler, Request
 
 log = logging.getLogger("glm130b.serve")
 MAX_STOP = 4
@@ -43,12 +42,6 @@ class Settings:
     max_request_bytes: int = 1 << 20
     request_timeout: float = 300.0
     api_key: Optional[str] = None
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: Optional[str] = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
 
 
 def error_response(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
@@ -118,7 +111,7 @@ async def read_body(http: HttpRequest, model: type[BaseModel], limit: int):
         raise ApiError(400, *validation_message(e)) from None
 
 
-# ---- from a request to the engine's choices ----------------------------------------------
+# ---- from a request to the scheduler's choices ----------------------------------------------
 
 class Planner:
     """Turns a validated request into choices, checking what only the model can tell: the
@@ -183,7 +176,8 @@ class Planner:
         seed = (req.seed if req.seed is not None
                 else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
         greedy = req.temperature == 0
-        options = SimpleNamespace(
+        return build_strategy(
+            self.tokenizer, self.settings.vocab_size,
             sampling_strategy=beam.sampling_strategy if beam else "BaseStrategy",
             temperature=1.0 if greedy else req.temperature, top_k=1 if greedy else req.top_k,
             top_p=0.0 if req.top_p >= 1.0 else req.top_p, seed=seed,
@@ -191,7 +185,6 @@ class Planner:
             length_penalty=beam.length_penalty if beam else 1.0,
             no_repeat_ngram_size=beam.no_repeat_ngram_size if beam else 0,
             min_gen_length=beam.min_gen_length if beam else 0)
-        return build_strategy(options, self.tokenizer, self.settings.vocab_size)
 
 
 # ---- responses ---------------------------------------------------------------------------
@@ -229,9 +222,9 @@ def sse(data) -> str:
 
 # ---- the application ---------------------------------------------------------------------
 
-def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
+def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
     app = FastAPI(title="glm130b", docs_url=None, redoc_url=None)
-    planner = Planner(tokenizer, settings, engine.max_batch_size)
+    planner = Planner(tokenizer, settings, scheduler.max_batch_size)
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -256,9 +249,9 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        if engine.failure is not None:
-            return error_response(503, f"the model failed: {engine.failure}")
-        return dict(status="ok", model=settings.model_name, **engine.stats())
+        if scheduler.failure is not None:
+            return error_response(503, f"the model failed: {scheduler.failure}")
+        return dict(status="ok", model=settings.model_name, **scheduler.stats())
 
     @app.get("/v1/models")
     async def models(http: HttpRequest):
@@ -286,7 +279,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
 
         request = Request(choices, emit, timeout=settings.request_timeout, streaming=stream)
         try:
-            engine.submit(request)
+            scheduler.submit(request)
         except Unavailable as e:
             raise ApiError(503, str(e)) from None
 
@@ -309,7 +302,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
                         check = loop.time() + 1.0
             finally:
                 if not request.finished:
-                    engine.cancel(request)
+                    scheduler.cancel(request)
 
         async def body():
             try:
@@ -328,7 +321,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings) -> FastAPI:
                 yield sse("[DONE]")
             finally:  # the client went away mid-stream: free its rows
                 if not request.finished:
-                    engine.cancel(request)
+                    scheduler.cancel(request)
 
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})

@@ -9,7 +9,7 @@ import argparse
 
 from glm130b.tokenization.base import SPECIAL_TOKENS, GLMTokenizer
 from glm130b.tokenization.ice import IceTokenizer, default_model_path
-from glm130b.tokenization.sentencepiece import SentencePieceTokenizer
+from glm130b.tokenization.sentencepiece_tokenizer import SentencePieceTokenizer
 
 __all__ = ["GLMTokenizer", "IceTokenizer", "SentencePieceTokenizer", "SPECIAL_TOKENS",
            "TOKENIZER_TYPES", "get_tokenizer", "add_tokenizer_args", "default_model_path"]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from glm130b.tokenization.base import GLMTokenizer
-from glm130b.tokenization.sentencepiece import SentencePieceText, require_file
+from glm130b.tokenization.sentencepiece_tokenizer import SentencePieceText, require_file
 
 TEXT_OFFSET = 20000  # icetk's image tokens occupy 0..19999
 SPECIAL_BASE = 150000  # SAT's num_tokens: the specials follow icetk's whole id space

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from glm130b.tokenization.sentencepiece import NEWLINE_PIECE
+from glm130b.tokenization.sentencepiece_tokenizer import NEWLINE_PIECE
 
 # Tab, line feed, vertical tab, form feed, carriage return, next line, no-break space and
 # ideographic space.
 _WHITESPACE = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x3000)
 
 
-def read_lines(inputs, json_key: str | None = None) -> list[str]:
+def read_texts(inputs, json_key: str | None = None) -> list[str]:
     """Non-empty lines of the inputs; `.json`/`.jsonl` files (or all files, when `json_key` is
     given) are JSON lines whose `json_key` (default "text") holds the text."""
     lines = []
@@ -65,7 +65,7 @@ def train_tokenizer(inputs, output_prefix: str | os.PathLike, vocab_size: int = 
             raise FileNotFoundError(f"input file not found: {path}")
     # SentencePiece keeps the whole corpus in memory anyway; reading it here first turns bad
     # input into a clear error instead of an exception from inside the trainer.
-    lines = read_lines(inputs, json_key)
+    lines = read_texts(inputs, json_key)
     if not lines:
         raise ValueError(f"no text in {', '.join(map(str, inputs))}")
     prefix = Path(output_prefix)

@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch
 
-from ..cli import UsageError, run
+from ..cli import run
+from ..errors import UsageError
 from ..config import PRESETS, GLMConfig
 from ..model import GLM
 from ..quantization import quantize_model

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import UsageError, run
+from ..cli import run
+from ..errors import UsageError
 from ..files import atomic_open
 
 X_SUFFIX = {"step": "", "samples": "_vs_samples", "tokens": "_vs_tokens"}

@@ -1,12 +1,6 @@
-"""Training checkpoints: DeepSpeed's (model, optimizer, loss scaler), plus the trainer's
-position and every rank's random streams, so a resumed run continues exactly.
-
-    SAVE/latest                           the last complete checkpoint's tag, written last
-    SAVE/global_stepN/...                 DeepSpeed's files (mp_rank_XX_model_states.pt, or
-                                          layer_XX-model_YY-model_states.pt in a pipeline;
-                                          optimizer shards)
-    SAVE/global_stepN/rng_state_RRRR.pt   one per rank
-    SAVE/global_stepN/glm130b_training.json  iteration, consumed samples, layout, model config
+"""Saving and resuming training: DeepSpeed's checkpoint (model, optimizer, loss scaler), plus
+the trainer's position and every rank's random streams, so a resumed run continues exactly.
+The files and their layout are described in `glm130b.checkpoint.deepspeed_layout`.
 
 Every file is written under a temporary name and renamed into place, and `latest` moves only
 after every rank has finished, so a crash mid-save leaves the previous checkpoint as `latest`.
@@ -15,7 +9,6 @@ Loading uses `torch.load(weights_only=True)` with DeepSpeed's few plain classes 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -24,23 +17,12 @@ import torch
 import torch.distributed as dist
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
-from ..checkpoint.sat import CheckpointError, atomic_torch_save, read_latest, write_latest
+from ..checkpoint.deepspeed_layout import META, TAG, load_file, read_meta
+from ..checkpoint.sat import atomic_torch_save, read_latest, write_latest
+from ..errors import CheckpointError
 from ..files import atomic_write_text
 from ..parallel import (get_pipeline_model_parallel_world_size, get_rng_tracker,
                         get_tensor_model_parallel_world_size)
-
-META = "glm130b_training.json"
-TAG = re.compile(r"global_step(\d+)$")
-
-
-def safe_globals() -> list:
-    """The non-tensor classes DeepSpeed puts in its checkpoints: plain containers and enums."""
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
-    import collections
-    return [DynamicLossScaler, LossScaler, ZeroStageEnum, fragment_address,
-            collections.OrderedDict, torch.Size]
 
 
 class AtomicCheckpointEngine(TorchCheckpointEngine):
@@ -51,30 +33,6 @@ class AtomicCheckpointEngine(TorchCheckpointEngine):
 
     def load(self, path: str, map_location=None):
         return load_file(path, map_location)
-
-
-def load_file(path, map_location=None, mmap: bool = False):
-    """One of DeepSpeed's checkpoint files, weights only (memory-mapped if asked)."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    with torch.serialization.safe_globals(safe_globals()):
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-        except Exception as e:  # noqa: BLE001  (any unreadable file is the same error)
-            raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
-
-def is_training_checkpoint(folder) -> bool:
-    try:
-        tag = read_latest(folder)
-    except CheckpointError:
-        return False
-    return (Path(folder) / tag / META).is_file()
-
-
-def read_meta(folder) -> dict:
-    """The trainer's state in the checkpoint `latest` names."""
-    folder = Path(folder)
-    return json.loads((folder / read_latest(folder) / META).read_text())
 
 
 def _rng_state() -> dict:

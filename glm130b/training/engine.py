@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import socket
 import warnings
 import zlib
 from pathlib import Path
@@ -16,45 +14,32 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.utils.checkpoint
 
 from ..checkpoint.convert_tp import check_sources, split_rule
-from ..checkpoint.sat import CheckpointError, load_state_dict, shard_paths
-from ..cli import UsageError
+from ..checkpoint.sat import load_state_dict, shard_paths
+from ..errors import CheckpointError, UsageError
 from ..config import GLMConfig
 from ..model import GLM
 from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
-                        get_data_parallel_world_size, get_rng_tracker,
-                        get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
-                        get_tensor_model_parallel_world_size, initialize_model_parallel,
+                        get_data_parallel_world_size, get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
+                        get_tensor_model_parallel_world_size, initialize_distributed,
                         is_rank0, merge, model_parallel_manual_seed, shard,
                         vocab_parallel_cross_entropy)
-from .pipeline import build_pipeline, reference_name
+from ..checkpoint.deepspeed_layout import reference_name
+from .pipeline import build_pipeline
+from .recompute import recompute, recompute_layers
 
 
-def initialize_distributed(tp: int, pp: int) -> torch.device:
-    """Join the launcher's process group (or make a one-process one) and split it."""
+def initialize_training(tp: int, pp: int) -> torch.device:
+    """The process groups (a group of one for a plain `python -m glm130b.pretrain`), handed to
+    DeepSpeed's communication layer as well."""
     import deepspeed
-    if "WORLD_SIZE" not in os.environ:  # plain `python -m glm130b.pretrain`
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(port))
-    cuda = torch.cuda.is_available()
-    if not cuda:
+    device = initialize_distributed(tp, pp, always=True)
+    if device.type != "cuda":
         # DeepSpeed's CPU shared-memory all-reduce serves inference only; skip its JIT build.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
-    world = dist.get_world_size()
-    if world % (tp * pp):
-        raise UsageError(f"{world} processes do not divide into tensor-parallel size {tp} x "
-                         f"pipeline-parallel size {pp}")
-    initialize_model_parallel(tp, pp)
-    return torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    deepspeed.init_distributed(dist_backend=dist.get_backend())
+    return device
 
 
 class TensorParallelUnit:
@@ -78,34 +63,6 @@ def lm_loss(logits: torch.Tensor, labels) -> torch.Tensor:
     losses = vocab_parallel_cross_entropy(logits.float(), targets)
     loss_mask = loss_mask.float()
     return (losses * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)
-
-
-def checkpoint(function: Callable, *args):
-    """Activation checkpointing that replays dropout exactly: torch restores the default
-    generator for the recomputation, this restores the tensor-parallel stream too."""
-    tracker = get_rng_tracker()
-    before = tracker.get_states()
-    calls = []
-
-    def run(*inputs):
-        if not calls:
-            calls.append(1)
-            return function(*inputs)
-        after = tracker.get_states()
-        tracker.set_states(before)
-        try:
-            return function(*inputs)
-        finally:
-            tracker.set_states(after)
-    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
-
-
-def checkpoint_layers(model: GLM) -> None:
-    """Recompute each layer's activations in the backward pass (the plain model; the pipeline
-    does this itself). Instance attributes leave the parameter names untouched."""
-    for layer in model.transformer.layers:
-        forward = layer.forward
-        layer.forward = lambda *a, _f=forward: checkpoint(_f, *a)
 
 
 def initialize_weights(model: torch.nn.Module, seed: int, name_of: Callable[[str], str]) -> None:
@@ -203,12 +160,12 @@ def build_engine(args: argparse.Namespace, config: GLMConfig, global_batch: int)
         topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp,
                                                  num_dp=get_data_parallel_world_size())
         model = build_pipeline(config, topology, lm_loss, args.partition_method,
-                               args.checkpoint_activations, checkpoint)
+                               args.checkpoint_activations, recompute)
         name_of = lambda n: reference_name(n, config.num_layers)  # noqa: E731
     else:
         model = GLM(config)
         if args.checkpoint_activations:
-            checkpoint_layers(model)
+            recompute_layers(model)
         name_of = lambda n: n  # noqa: E731
     initialize_weights(model, args.seed, name_of)
     if args.reference_load:

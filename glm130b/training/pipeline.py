@@ -6,12 +6,11 @@ embedding again as the output head. Between stages travel tensors only:
 mask from the last two, which costs far less than the layer and keeps messages small.
 
 Parameter names differ from the plain model's (`3.attention.dense.weight` for layer 2,
-`tied_modules.embed.word_embeddings.weight`); `reference_name` maps them back to the
-reference's keys, which initialisation, loading and export use.
+`tied_modules.embed.word_embeddings.weight`);
+`glm130b.checkpoint.deepspeed_layout.reference_name` maps them back to the reference's keys,
+which initialisation, loading and export use.
 """
 from __future__ import annotations
-
-import re
 
 import torch
 from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
@@ -77,7 +76,7 @@ class FinalLayerNormPipe(nn.LayerNorm):
 
 
 def build_pipeline(config: GLMConfig, topology, loss_fn, partition_method: str,
-                   activation_checkpointing: bool, checkpoint_func) -> PipelineModule:
+                   recompute_activations: bool, recompute) -> PipelineModule:
     embedding = TiedLayerSpec("embed", EmbeddingPipe, config,
                               tied_weight_attr="word_embeddings.weight")
     specs = [embedding]
@@ -86,31 +85,6 @@ def build_pipeline(config: GLMConfig, topology, loss_fn, partition_method: str,
               embedding]
     return PipelineModule(layers=specs, loss_fn=loss_fn, topology=topology,
                           partition_method=partition_method,
-                          activation_checkpoint_interval=1 if activation_checkpointing else 0,
-                          activation_checkpoint_func=checkpoint_func,
+                          activation_checkpoint_interval=1 if recompute_activations else 0,
+                          activation_checkpoint_func=recompute,
                           checkpointable_layers=["TransformerLayerPipe"])
-
-
-def reference_name(name: str, num_layers: int) -> str:
-    """A pipeline parameter or module name -> the reference's key for it."""
-    if name.startswith("tied_modules.embed."):
-        return "transformer." + name[len("tied_modules.embed."):]
-    m = re.match(r"(\d+)(\.|$)(.*)", name)
-    if not m:
-        raise KeyError(f"not a GLM pipeline name: {name}")
-    index, rest = int(m.group(1)), m.group(3)
-    if 1 <= index <= num_layers:
-        return f"transformer.layers.{index - 1}" + ("." + rest if rest else "")
-    if index == num_layers + 1:
-        return "transformer.final_layernorm" + ("." + rest if rest else "")
-    raise KeyError(f"not a GLM pipeline name: {name}")
-
-
-def layer_file_index(key: str, num_layers: int) -> int:
-    """Which pipeline layer file (`layer_XX-...`) holds a reference key, and the inverse of
-    `reference_name` on the layer index."""
-    if key.startswith("transformer.word_embeddings."):
-        return 0
-    if key.startswith("transformer.final_layernorm."):
-        return num_layers + 1
-    return int(key.split(".")[2]) + 1

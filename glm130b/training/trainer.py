@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..data.collate import collate
+from .collate import collate
 from ..parallel import get_data_parallel_rank, get_data_parallel_world_size
 from . import checkpointing
 from .engine import plain_step

@@ -1,6 +1,6 @@
 """Print one training sample decoded, so a person can check an objective by eye.
 
-    python -m glm130b.data.inspect --data-path data/corpus --tokenizer-type sentencepiece \\
+    python -m glm130b.data.show --data-path data/corpus --tokenizer-type sentencepiece \\
         --tokenizer-model tok.model --index 7 [--objective mask]
 
 For each packed segment: Part A (the bidirectional context) as text with its positions, then
@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 from glm130b.data.infilling import Sample
+from glm130b.errors import UsageError
 from glm130b.data.mixture import add_data_args, build_mixture
 from glm130b.tokenization import add_tokenizer_args, get_tokenizer
 
@@ -56,7 +57,7 @@ def describe(sample: Sample, tokenizer) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m glm130b.data.inspect",
+    p = argparse.ArgumentParser(prog="python -m glm130b.data.show",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--index", type=int, default=0, help="which sample of the mixture")
     p.add_argument("--objective", choices=sorted(NAMES), default=None,
@@ -65,7 +66,6 @@ def main(argv=None) -> int:
     add_data_args(p)
     add_tokenizer_args(p)
     args = p.parse_args(argv)
-    from glm130b.cli import UsageError
     try:
         tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
         sampler = build_mixture(args, tokenizer)

@@ -7,7 +7,7 @@ generator, so its answer is what `python -m glm130b.generate` gives for that pro
 whatever else shares the batch. Each step feeds every running row its last token; choices
 whose next blank is ready (a new request, or the next [MASK] of a running one) have their
 context run in the same step and join the batch; choices whose blank ended leave it. The
-engine runs on one thread; clients talk to it through `submit` and `cancel`, and hear from
+scheduler runs on one thread; clients talk to it through `submit` and `cancel`, and hear from
 it through each request's `emit` callback.
 """
 from __future__ import annotations
@@ -22,14 +22,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..generate import broadcast
+from ..errors import Unavailable
+from ..parallel import broadcast_object
 from ..generation import BaseStrategy, DecodeBatch, Filling, Prompt, pad_left
 
 log = logging.getLogger("glm130b.serve")
-
-
-class Unavailable(Exception):
-    """The engine takes no more requests for now: its queue is full, or the model failed."""
 
 
 @dataclass
@@ -151,7 +148,7 @@ class Choice:
 class Request:
     """What a client asked for, and how to tell it what happens: `emit(kind, payload)` with
     kind "token" ({"index", "blank", "text"}), "done" (None) or "error" ((status, message)),
-    called on the engine's thread."""
+    called on the scheduler's thread."""
     choices: list[Choice]
     emit: Callable[[str, object], None]
     timeout: float = 300.0
@@ -180,7 +177,7 @@ class Request:
             self.emit(kind, payload)
 
 
-class Engine:
+class Scheduler:
     """The scheduler: requests wait in `waiting` (at most `max_queue`), their choices in
     `ready` until the batch has room (at most `max_batch_size` rows), then decode in
     `running`; `run` steps until `stop`."""
@@ -229,7 +226,7 @@ class Engine:
             self.stopping = True
             self.wake.notify()
 
-    # ---- the engine's thread -------------------------------------------------------------
+    # ---- the scheduler's thread -------------------------------------------------------------
     def run(self) -> None:
         while True:
             with self.wake:
@@ -398,7 +395,7 @@ class MirroredBatch(DecodeBatch):
     forward passes with the same inputs. Only rank 0 samples."""
 
     def _tell(self, name: str, *args) -> None:
-        broadcast((name, tuple(a.cpu() for a in args)))
+        broadcast_object((name, tuple(a.cpu() for a in args)))
 
     def prefill(self, *args):
         self._tell("prefill", *args)
@@ -417,12 +414,12 @@ class MirroredBatch(DecodeBatch):
         self._tell("ping")
 
     def close(self) -> None:
-        broadcast(None)
+        broadcast_object(None)
 
 
 def follow(batch: DecodeBatch) -> None:
     """Ranks other than 0: replay rank 0's calls until it closes."""
-    while (call := broadcast(None)) is not None:
+    while (call := broadcast_object(None)) is not None:
         name, args = call
         if name != "ping":
             getattr(batch, name)(*args)
