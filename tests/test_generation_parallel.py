@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from glm130b.generate import broadcast
+from glm130b.parallel import broadcast_object
 from glm130b.generation import BaseStrategy, BeamSearchStrategy, batch_filling_sequence
 from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
 from test_generation import copy_into_shards, CONTEXTS, MASK_POSITIONS, lively_model
@@ -28,7 +28,7 @@ def worker(rank, world, init_file, results):
         initialize_model_parallel(world)
         model = lively_model()
         copy_into_shards(model, single)
-        assert broadcast("from rank 0" if rank == 0 else None) == "from rank 0"
+        assert broadcast_object("from rank 0" if rank == 0 else None) == "from rank 0"
         results[rank] = (decode(model), expected)
     finally:
         destroy_model_parallel()
