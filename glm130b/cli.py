@@ -2,10 +2,15 @@
 errors a user can fix (a missing file, a bad checkpoint), never a traceback for those."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
+from .config import GLMConfig
 from .errors import GLMError
+
+Config = TypeVar("Config")
 
 USER_ERRORS = (GLMError, OSError)
 
@@ -35,3 +40,30 @@ def close_process_group(wait: bool) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments every entry point that runs the model takes, with one meaning."""
+    g = parser.add_argument_group("parallelism, precision and seed")
+    g.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size")
+    precision = g.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true")
+    precision.add_argument("--bf16", action="store_true")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help=argparse.SUPPRESS)  # set by the DeepSpeed launcher
+    return parser
+
+
+def config_from_args(cls: type[Config], args: argparse.Namespace, **values) -> Config:
+    """A typed config (a dataclass) from the parsed arguments of its fields' names, `values`
+    taking precedence: where an entry point's `Namespace` becomes what the library takes."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if hasattr(args, f.name)}
+    return cls(**{**given, **values})
+
+
+def model_config(args: argparse.Namespace) -> GLMConfig:
+    """The model of `add_model_args`' arguments (--preset, then --num-layers ...)."""
+    return GLMConfig.from_flags(args.preset, **{f.name: getattr(args, f.name, None)
+                                                for f in dataclasses.fields(GLMConfig)})

@@ -1,6 +1,6 @@
 """Model hyper-parameters, under the reference's argument names.
 
-`GLMConfig` is what the model is built from; `add_model_args` / `GLMConfig.from_args` are the
+`GLMConfig` is what the model is built from; `add_model_args` / `GLMConfig.from_flags` are the
 argparse side, so that `configs/model_*.sh` (MODEL_ARGS) carries over from the reference.
 """
 from __future__ import annotations
@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
 
 
 @dataclass
@@ -57,21 +60,19 @@ class GLMConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "GLMConfig":
-        base = cls.from_preset(args.preset) if getattr(args, "preset", None) else None
-        values = {}
-        for f in dataclasses.fields(cls):
-            v = getattr(args, f.name, None)
-            if v is not None:
-                values[f.name] = v
-            elif base is not None:
-                values[f.name] = getattr(base, f.name)
+    def from_flags(cls, preset: Optional[str] = None, **values) -> "GLMConfig":
+        """From `add_model_args`' values: a value of None is not given, and falls back to
+        `preset`, then to the field's default."""
+        base = cls.from_preset(preset) if preset else None
+        given = {k: v for k, v in values.items() if v is not None}
+        if base is not None:
+            given = {**dataclasses.asdict(base), **given}
         missing = [f.name for f in dataclasses.fields(cls)
-                   if f.name not in values and f.default is dataclasses.MISSING]
+                   if f.name not in given and f.default is dataclasses.MISSING]
         if missing:
             flags = ", ".join("--" + m.replace("_", "-") for m in missing)
-            raise SystemExit(f"error: missing model arguments {flags} (or give --preset)")
-        return cls(**values)
+            raise UsageError(f"missing model arguments {flags} (or give --preset)")
+        return cls(**given)
 
 
 PRESETS = {

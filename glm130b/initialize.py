@@ -8,12 +8,13 @@ import argparse
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import GLMConfig, add_model_args
+from .cli import add_runtime_args, model_config
+from .config import add_model_args
 from .model import GLM
 from .parallel import (get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size,
                        initialize_distributed, model_parallel_manual_seed)
 from .quantization import add_quantization_args, check_quantization_args, quantize_model
-from .tokenization import add_tokenizer_args, get_tokenizer
+from .tokenization import add_tokenizer_args, check_vocab_size, get_tokenizer
 
 
 def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -24,18 +25,11 @@ def add_initialization_args(parser: argparse.ArgumentParser) -> argparse.Argumen
     g.add_argument("--load", help="checkpoint folder in the reference layout (holds 'latest')")
     g.add_argument("--skip-init", action="store_true",
                    help="accepted for the reference's scripts: a loaded model is never initialised")
-    g.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size")
-    precision = g.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true")
-    precision.add_argument("--bf16", action="store_true")
     g.add_argument("--sequential-initialization", action="store_true",
                    help="load the checkpoint one tensor-parallel rank at a time, bounding host "
                         "memory to one shard")
-    g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--device", default=None, help="default: cuda:<local rank> if available, else cpu")
-    g.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                   help=argparse.SUPPRESS)  # set by the DeepSpeed launcher
-    return parser
+    return add_runtime_args(parser)
 
 
 def model_dtype(args: argparse.Namespace) -> torch.dtype:
@@ -50,7 +44,7 @@ def initialize_model(args: argparse.Namespace) -> GLM:
     check_quantization_args(args)
     device = initialize_distributed(args.model_parallel_size, device=args.device,
                                     local_rank=args.local_rank)
-    config = GLMConfig.from_args(args)
+    config = model_config(args)
     model_parallel_manual_seed(args.seed)
     assert get_tensor_model_parallel_world_size() == args.model_parallel_size
     bits, prequantized = args.quantization_bit_width, args.from_quantized_checkpoint
@@ -74,7 +68,5 @@ def initialize_model(args: argparse.Namespace) -> GLM:
 
 def initialize_model_and_tokenizer(args: argparse.Namespace):
     tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
-    if args.vocab_size is not None and tokenizer.num_tokens > args.vocab_size:
-        raise SystemExit(f"error: the tokenizer has {tokenizer.num_tokens} ids but --vocab-size "
-                         f"is {args.vocab_size}")
+    check_vocab_size(tokenizer, model_config(args).vocab_size)  # before loading any weights
     return initialize_model(args), tokenizer

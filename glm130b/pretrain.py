@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .cli import run
+from .cli import add_runtime_args, model_config, run
+from .config import add_model_args
 from .errors import UsageError
-from .config import GLMConfig, add_model_args
 from .data.mixture import add_data_args, build_mixture
 from .parallel import (get_data_parallel_world_size, get_pipeline_model_parallel_world_size,
                        get_tensor_model_parallel_world_size)
-from .tokenization import add_tokenizer_args, get_tokenizer
+from .tokenization import add_tokenizer_args, check_vocab_size, get_tokenizer
 from .checkpoint.deepspeed_layout import is_training_checkpoint, read_meta
 from .training import checkpointing
 from .training.engine import build_engine, initialize_training
@@ -32,7 +32,6 @@ from .training.trainer import TrainerState, train
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("parallelism")
-    g.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size")
     g.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     g.add_argument("--partition-method", default="type:transformer|embedding",
                    help="how DeepSpeed splits layers into stages ('parameters', 'uniform', "
@@ -68,14 +67,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--deepspeed-config", "--deepspeed_config", help="DeepSpeed JSON (ZeRO, "
                    "precision, clipping); batch sizes come from the command line")
     g.add_argument("--zero-stage", type=int, choices=(0, 1, 2), help="overrides the JSON's")
-    precision = g.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true")
-    precision.add_argument("--bf16", action="store_true")
     g.add_argument("--initial-loss-scale-power", type=int, default=16, help="fp16: 2^N")
     g.add_argument("--loss-scale-window", type=int, default=2000)
     g.add_argument("--hysteresis", type=int, default=2)
     g.add_argument("--min-loss-scale", type=float, default=1.0)
-    g.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
 
     g = parser.add_argument_group("checkpoints and logging")
     g.add_argument("--save", help="checkpoint folder")
@@ -95,8 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_model_args(p)
     add_tokenizer_args(p)
     add_data_args(p)
+    add_runtime_args(p)
     add_training_args(p)
-    p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
     if (args.train_iters is None) == (args.train_samples is None):
         p.error("give exactly one of --train-iters and --train-samples")
@@ -120,12 +115,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = initialize_training(args.model_parallel_size,
                                  args.pipeline_model_parallel_size)
-    config = GLMConfig.from_args(args)
+    config = model_config(args)
     args.shrink_embedding_gradient_alpha = config.shrink_embedding_gradient_alpha
     tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
-    if tokenizer.num_tokens > config.vocab_size:
-        raise UsageError(f"the tokenizer has {tokenizer.num_tokens} ids but --vocab-size is "
-                         f"{config.vocab_size}")
+    check_vocab_size(tokenizer, config.vocab_size)
     if args.seq_length > config.max_sequence_length:
         raise UsageError(f"--seq-length {args.seq_length} exceeds --max-sequence-length "
                          f"{config.max_sequence_length}")

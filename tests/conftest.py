@@ -21,7 +21,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A small sentencepiece tokenizer with GLM's special tokens, trained here."""
-    from test_generation import make_tokenizer
+    from helpers import make_tokenizer
     return make_tokenizer(tmp_path_factory.mktemp("tok"))
 
 

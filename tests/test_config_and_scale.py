@@ -6,14 +6,15 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from glm130b import GLM, GLMConfig, save_checkpoint
+from glm130b.cli import model_config
 from glm130b.config import add_model_args
+from glm130b.errors import UsageError
 from glm130b.initialize import add_initialization_args, initialize_model_and_tokenizer
 from glm130b.tools.memory import meta_model, weight_bytes_per_gpu
 
@@ -31,17 +32,17 @@ def model_args(script: str, **env) -> list[str]:
 def test_reference_model_args_give_the_glm130b_preset():
     parser = add_initialization_args(argparse.ArgumentParser())
     args = parser.parse_args(model_args("model_glm_130b.sh", CHECKPOINT_PATH="/ckpt"))
-    assert GLMConfig.from_args(args) == GLMConfig.from_preset("glm-130b")
+    assert model_config(args) == GLMConfig.from_preset("glm-130b")
     assert args.model_parallel_size == 8 and args.fp16 and args.load == "/ckpt"
     assert args.tokenizer_type == "icetk-glm-130B"
 
 
 def test_preset_with_overrides_and_missing_arguments():
     parser = add_model_args(argparse.ArgumentParser())
-    cfg = GLMConfig.from_args(parser.parse_args(["--preset", "glm-tiny", "--num-layers", "2"]))
+    cfg = model_config(parser.parse_args(["--preset", "glm-tiny", "--num-layers", "2"]))
     assert cfg.num_layers == 2 and cfg.hidden_size == 256
-    with pytest.raises(SystemExit, match="--num-layers"):
-        GLMConfig.from_args(parser.parse_args(["--hidden-size", "64"]))
+    with pytest.raises(UsageError, match="--num-layers"):
+        model_config(parser.parse_args(["--hidden-size", "64"]))
     with pytest.raises(ValueError, match="not divisible"):
         GLMConfig(num_layers=1, hidden_size=30, num_attention_heads=4, inner_hidden_size=8,
                   vocab_size=10)
@@ -49,9 +50,7 @@ def test_preset_with_overrides_and_missing_arguments():
 
 
 def test_glm130b_builds_on_meta_with_128_7_billion_parameters():
-    start = time.perf_counter()
     model = meta_model(GLMConfig.from_preset("glm-130b"))
-    assert time.perf_counter() - start < 30
     # reference §1.2: 70 layers of 1,812,115,456, the embedding, the final LayerNorm
     assert model.num_parameters() == 70 * 1_812_115_456 + 150528 * 12288 + 2 * 12288
     assert f"{model.num_parameters() / 1e9:.1f}" == "128.7"

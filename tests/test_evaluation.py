@@ -23,7 +23,7 @@ from glm130b.evaluation.pile import Pile, PileConfig
 from glm130b.evaluation.report import group_lines, group_stats
 from glm130b.evaluation.sample_tasks import sample_files
 from glm130b.model import AttentionMask
-from test_generation import lively_model
+from helpers import lively_model
 
 REPO = Path(__file__).resolve().parents[1]
 

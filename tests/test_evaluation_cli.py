@@ -13,7 +13,7 @@ from glm130b import save_checkpoint
 from glm130b.cli import run
 from glm130b.evaluate import main
 from glm130b.evaluation import evaluate_tasks, load_tasks
-from test_generation import lively_model, make_tokenizer
+from helpers import lively_model, make_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from glm130b.evaluation import evaluate_tasks, load_tasks
 from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
 from glm130b.tokenization import SentencePieceTokenizer
-from test_generation import copy_into_shards, SENTENCES, lively_model, make_tokenizer
+from helpers import copy_into_shards, SENTENCES, lively_model, make_tokenizer
 
 TASKS = {
     "mc.yaml": 'name: mc\ntype: mul\npath: mc\nmicro-batch-size: 2\n'

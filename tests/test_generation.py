@@ -7,57 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from glm130b import GLM, GLMConfig
 from glm130b.errors import PromptError
 from glm130b.generation import (BaseStrategy, BeamSearchStrategy,
                                 batch_filling_sequence, build_prompt, fill_blanks,
                                 top_k_top_p_filter)
 from glm130b.model.masks import dense_mask
-from glm130b.parallel import shard
-from glm130b.tokenization import SentencePieceTokenizer
-from glm130b.tokenization.train import train_tokenizer
-
-SENTENCES = ["The capital of France is Paris.", "The capital of Japan is Tokyo.",
-             "Two plus three is five.", "Red and blue are colours.", "A cat sat on a mat.",
-             "法国的首都是巴黎。", "日本的首都是东京。", "二加三等于五。", "今天是星期几？"]
-
-
-def make_tokenizer(folder) -> SentencePieceTokenizer:
-    """A small sentencepiece model trained here, as tests/test_tokenization.py makes one."""
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(SENTENCES[(i * 7 + j) % len(SENTENCES)]
-                                         for j in range(3)) for i in range(200)) + "\n",
-                      encoding="utf-8")
-    return SentencePieceTokenizer(train_tokenizer([corpus], folder / "tok", vocab_size=400))
-
-
-def lively_model(vocab_size=128, seed=0, max_sequence_length=64) -> GLM:
-    """A small GLM whose greedy continuations vary with the context. At the usual init the
-    DeepNorm residual dominates and an untrained model repeats its last token, which would let
-    a padding bug pass unseen."""
-    torch.manual_seed(seed)
-    model = GLM(GLMConfig(num_layers=2, hidden_size=64, num_attention_heads=4,
-                          inner_hidden_size=128, vocab_size=vocab_size,
-                          max_sequence_length=max_sequence_length,
-                          hidden_dropout=0.0, attention_dropout=0.0)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    return model
-
-
-
-def copy_into_shards(model, single):
-    """Give a tensor-parallel `model` the numbers of the single-process `single`, split."""
-    full = dict(single.named_parameters())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            piece = full[name]
-            if getattr(p, "tensor_model_parallel", False):
-                piece = shard(piece, p.partition_dim, p.partition_stride)
-            p.copy_(piece)
-
+from helpers import CONTEXTS, MASK_POSITIONS, lively_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -223,13 +178,6 @@ def test_stochastic_beam_search_is_seeded():
 
 
 # ---- decoding: cache and batching ---------------------------------------------------------
-
-CONTEXTS = [[5, 6, 7, 8, 121, 124],                         # text [gMASK] sop
-            [9, 10, 121, 124],                              # shorter, [gMASK]
-            [11, 12, 13, 120, 15, 16, 17, 18, 2, 124],      # text [MASK] text eos sop
-            [30, 120, 31, 2, 124]]                          # [MASK] at index 1
-MASK_POSITIONS = [None, None, 3, 1]
-
 
 def greedy():
     return BaseStrategy(top_k=1, end_tokens=[125])

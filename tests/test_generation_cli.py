@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from glm130b import save_checkpoint
 from glm130b.cli import run
 from glm130b.generate import PROMPT, main
 from glm130b.generation import BaseStrategy, BeamSearchStrategy, build_prompt, fill_blanks
-from test_generation import lively_model, make_tokenizer
+from helpers import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FRANCE = "The capital of France is [MASK]."
@@ -28,23 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def setup(tmp_path_factory):
     model, tokenizer, args = tiny_checkpoint(tmp_path_factory.mktemp("generate"))
     return model, tokenizer, args + ["--out-seq-length", "40"]
-
-
-def tiny_checkpoint(folder):
-    """A lively tiny model saved in the reference layout, its tokenizer, and the model
-    arguments that load them."""
-    tokenizer = make_tokenizer(folder)
-    # padded past the tokenizer, to a size that splits over tensor-parallel ranks
-    model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)
-    save_checkpoint(model, folder / "ckpt", iteration=1)
-    c = model.config
-    args = ["--num-layers", c.num_layers, "--hidden-size", c.hidden_size,
-            "--num-attention-heads", c.num_attention_heads,
-            "--inner-hidden-size", c.inner_hidden_size, "--vocab-size", c.vocab_size,
-            "--max-sequence-length", c.max_sequence_length,
-            "--tokenizer-type", "sentencepiece", "--tokenizer-model", folder / "tok.model",
-            "--load", folder / "ckpt"]
-    return model, tokenizer, [str(a) for a in args]
 
 
 def expected(model, tokenizer, texts, strategy_class, **kw):

@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 from glm130b.parallel import broadcast_object
 from glm130b.generation import BaseStrategy, BeamSearchStrategy, batch_filling_sequence
 from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
-from test_generation import copy_into_shards, CONTEXTS, MASK_POSITIONS, lively_model
+from helpers import copy_into_shards, CONTEXTS, MASK_POSITIONS, lively_model
 
 
 def decode(model):

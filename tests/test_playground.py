@@ -18,8 +18,8 @@ import pytest
 from glm130b.generation import (BeamSearchStrategy, build_prompt, end_tokens, fill_blanks,
                                 padding_slices)
 from glm130b.serving import local_server
-from test_generation import lively_model, make_tokenizer
-from test_serve import expected
+from helpers import lively_model, make_tokenizer
+from helpers import expected_fill
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -123,7 +123,7 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
     tokenizer = make_tokenizer(tmp_path)
     model = lively_model(vocab_size=tokenizer.num_tokens + 4)
     text = "The capital of France is [MASK]. Japan's is [MASK]."
-    want = expected(model, tokenizer, text, 12, 42, top_p=0.7)
+    want = expected_fill(model, tokenizer, text, 12, 42, top_p=0.7)
     prompt = build_prompt(text, tokenizer, 64)
     invalid = padding_slices(tokenizer, model.config.vocab_size)
     beam_search = BeamSearchStrategy(3, length_penalty=1.0, consider_end=True, seed=42,

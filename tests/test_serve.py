@@ -18,12 +18,11 @@ import pytest
 from torch import nn
 
 from glm130b.generate import main as generate_main
-from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tokens, fill_blanks,
-                                padding_slices)
+from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tokens, padding_slices)
 from glm130b.serving import local_server
 from glm130b.serving.scheduler import Choice, Scheduler, Request
 from glm130b.tools.loadtest import Report, completion_bodies, run_load
-from test_generation_cli import tiny_checkpoint
+from helpers import expected_fill, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FRANCE = "The capital of France is [MASK]."
@@ -43,15 +42,6 @@ def server(setup):
     model, tokenizer, _ = setup
     with local_server(model, tokenizer, model_name="tiny") as srv:
         yield srv
-
-
-def expected(model, tokenizer, text, max_tokens, seed, **options):
-    """What fill_blanks gives for the prompt alone: generate.py's strategy, this seed."""
-    options = dict(dict(top_k=0, top_p=0.0, temperature=1.0), **options)
-    strategy = BaseStrategy(invalid_slices=padding_slices(tokenizer, model.config.vocab_size),
-                            end_tokens=end_tokens(tokenizer), seed=seed, **options)
-    prompt = build_prompt(text, tokenizer, model.config.max_sequence_length)
-    return fill_blanks(model, tokenizer, [prompt], strategy, len(prompt.tokens) + 1 + max_tokens)[0]
 
 
 def request(url, path, body=None, headers=None, data=None, method=None):
@@ -114,7 +104,7 @@ def test_seeded_requests_equal_python_m_glm130b_generate(setup, server, tmp_path
                                                             max_tokens=max_tokens))
         assert [o["text"] for o in fill["outputs"]] == lines  # fill's defaults are generate.sh's
     # the [MASK] text has its blanks and segments; the whole text is the segments in order
-    filled = expected(model, tokenizer, TWO_BLANKS, budget(tokenizer, TWO_BLANKS, 40), 1234,
+    filled = expected_fill(model, tokenizer, TWO_BLANKS, budget(tokenizer, TWO_BLANKS, 40), 1234,
                       top_p=0.7)
     status, answer = request(server.url, "/v1/completions", dict(
         prompt=TWO_BLANKS, top_p=0.7, seed=1234, max_tokens=budget(tokenizer, TWO_BLANKS, 40)))
@@ -134,7 +124,7 @@ def test_streamed_answers_equal_plain_ones_with_n_and_stop(setup, server):
     assert [c["index"] for c in plain["choices"]] == [0, 1, 2, 3]
     for c in plain["choices"]:  # choice k of n draws from seed + k
         text = [FRANCE, TWO_BLANKS][c["index"] // 2]
-        want = expected(model, tokenizer, text, 12, 7 + c["index"], temperature=0.9)
+        want = expected_fill(model, tokenizer, text, 12, 7 + c["index"], temperature=0.9)
         assert c["filled"] == want.answers[0] and c["blanks"] == want.blanks[0]
     assert plain["choices"][0]["text"] != plain["choices"][1]["text"]
     chunks = events(server.url, "/v1/completions", body)
@@ -177,7 +167,7 @@ def test_without_max_tokens_the_room_the_model_leaves(setup, server):
     room = 64 - len(build_prompt(NO_MASK, tokenizer, 64).tokens) - 1  # the default 64 won't fit
     status, answer = request(server.url, "/v1/completions", dict(prompt=NO_MASK, seed=3))
     assert status == 200
-    assert answer["choices"][0]["filled"] == expected(model, tokenizer, NO_MASK, room, 3).answers[0]
+    assert answer["choices"][0]["filled"] == expected_fill(model, tokenizer, NO_MASK, room, 3).answers[0]
 
 
 def test_health_models_and_the_playground_page(server):
@@ -209,7 +199,7 @@ def test_32_concurrent_clients_each_get_their_answer_alone(setup):
     assert stats["peak_rows"] > 8  # they did decode together
     for body, answer in zip(bodies, report.answers):
         for choice in answer["choices"]:
-            want = expected(model, tokenizer, body["prompt"], body["max_tokens"],
+            want = expected_fill(model, tokenizer, body["prompt"], body["max_tokens"],
                             body["seed"] + choice["index"], top_p=0.9)
             assert choice["filled"] == want.answers[0]
 
@@ -259,7 +249,7 @@ def test_a_client_leaving_mid_stream_frees_its_place(setup):
         status, answer = request(srv.url, "/v1/completions", dict(prompt=FRANCE, max_tokens=3,
                                                                   seed=2))
         assert status == 200
-        assert answer["choices"][0]["filled"] == expected(model, tokenizer, FRANCE, 3, 2).answers[0]
+        assert answer["choices"][0]["filled"] == expected_fill(model, tokenizer, FRANCE, 3, 2).answers[0]
 
         # a client waiting for a whole answer that hangs up is noticed too
         wait_for(lambda: stats()["running_rows"] == 0, state=stats)  # the last one has left
@@ -339,7 +329,7 @@ def test_a_failing_request_does_not_disturb_the_others(setup):
     for k, text in [(0, FRANCE), (2, NO_MASK)]:
         assert heard[k][-1] == ("done", None)
         filled = requests[k].choices[0].filling.result(tokenizer)
-        assert filled.answers == expected(model, tokenizer, text, 10, k).answers
+        assert filled.answers == expected_fill(model, tokenizer, text, 10, k).answers
 
 
 # ---- bad requests --------------------------------------------------------------------------
@@ -449,7 +439,7 @@ def test_tp2_server_under_torchrun_answers_as_one_process(setup, tmp_path):
         report = run_load(url, bodies * 2, concurrency=4)
         assert not report.errors, report.errors
         for body, answer in zip(bodies * 2, report.answers):
-            want = expected(model, tokenizer, body["prompt"], 8, 5, top_p=0.7)
+            want = expected_fill(model, tokenizer, body["prompt"], 8, 5, top_p=0.7)
             assert answer["choices"][0]["filled"] == want.answers[0]
     finally:
         proc.send_signal(signal.SIGTERM)  # as a cluster's scheduler stops a job

@@ -1,0 +1,82 @@
+"""What several test modules share: a small tokenizer and lively models made here, a tiny
+checkpoint in the reference layout, and the answer `fill_blanks` gives for one prompt."""
+import torch
+
+from glm130b import GLM, GLMConfig, save_checkpoint
+from glm130b.generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
+from glm130b.parallel import shard
+from glm130b.tokenization import SentencePieceTokenizer
+from glm130b.tokenization.train import train_tokenizer
+
+SENTENCES = ["The capital of France is Paris.", "The capital of Japan is Tokyo.",
+             "Two plus three is five.", "Red and blue are colours.", "A cat sat on a mat.",
+             "法国的首都是巴黎。", "日本的首都是东京。", "二加三等于五。", "今天是星期几？"]
+
+
+def make_tokenizer(folder) -> SentencePieceTokenizer:
+    """A small sentencepiece model trained here, as tests/test_tokenization.py makes one."""
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(SENTENCES[(i * 7 + j) % len(SENTENCES)]
+                                         for j in range(3)) for i in range(200)) + "\n",
+                      encoding="utf-8")
+    return SentencePieceTokenizer(train_tokenizer([corpus], folder / "tok", vocab_size=400))
+
+
+def lively_model(vocab_size=128, seed=0, max_sequence_length=64) -> GLM:
+    """A small GLM whose greedy continuations vary with the context. At the usual init the
+    DeepNorm residual dominates and an untrained model repeats its last token, which would let
+    a padding bug pass unseen."""
+    torch.manual_seed(seed)
+    model = GLM(GLMConfig(num_layers=2, hidden_size=64, num_attention_heads=4,
+                          inner_hidden_size=128, vocab_size=vocab_size,
+                          max_sequence_length=max_sequence_length,
+                          hidden_dropout=0.0, attention_dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model
+
+
+def copy_into_shards(model, single):
+    """Give a tensor-parallel `model` the numbers of the single-process `single`, split."""
+    full = dict(single.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            piece = full[name]
+            if getattr(p, "tensor_model_parallel", False):
+                piece = shard(piece, p.partition_dim, p.partition_stride)
+            p.copy_(piece)
+
+
+CONTEXTS = [[5, 6, 7, 8, 121, 124],                         # text [gMASK] sop
+            [9, 10, 121, 124],                              # shorter, [gMASK]
+            [11, 12, 13, 120, 15, 16, 17, 18, 2, 124],      # text [MASK] text eos sop
+            [30, 120, 31, 2, 124]]                          # [MASK] at index 1
+MASK_POSITIONS = [None, None, 3, 1]
+
+
+def tiny_checkpoint(folder):
+    """A lively tiny model saved in the reference layout, its tokenizer, and the model
+    arguments that load them."""
+    tokenizer = make_tokenizer(folder)
+    # padded past the tokenizer, to a size that splits over tensor-parallel ranks
+    model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)
+    save_checkpoint(model, folder / "ckpt", iteration=1)
+    c = model.config
+    args = ["--num-layers", c.num_layers, "--hidden-size", c.hidden_size,
+            "--num-attention-heads", c.num_attention_heads,
+            "--inner-hidden-size", c.inner_hidden_size, "--vocab-size", c.vocab_size,
+            "--max-sequence-length", c.max_sequence_length,
+            "--tokenizer-type", "sentencepiece", "--tokenizer-model", folder / "tok.model",
+            "--load", folder / "ckpt"]
+    return model, tokenizer, [str(a) for a in args]
+
+
+def expected_fill(model, tokenizer, text, max_tokens, seed, **options):
+    """What fill_blanks gives for the prompt alone: generate.py's strategy, this seed."""
+    options = dict(dict(top_k=0, top_p=0.0, temperature=1.0), **options)
+    strategy = BaseStrategy(invalid_slices=padding_slices(tokenizer, model.config.vocab_size),
+                            end_tokens=end_tokens(tokenizer), seed=seed, **options)
+    prompt = build_prompt(text, tokenizer, model.config.max_sequence_length)
+    return fill_blanks(model, tokenizer, [prompt], strategy, len(prompt.tokens) + 1 + max_tokens)[0]
