@@ -14,7 +14,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["glm130b", "glm130b.*"]),
     package_data={"glm130b.serving": ["playground.html"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[r for r in requirements if r],
-    extras_require={"test": ["pytest>=7"], "plot": ["matplotlib>=3.5"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4"], "plot": ["matplotlib>=3.5"]},
 )

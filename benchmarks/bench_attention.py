@@ -42,7 +42,8 @@ def main() -> None:
         model = GLM(GLMConfig(**cfg, attention_impl=impl)).to(device, dtype).eval()
         seq = tokens[:, :args.seq]
         with torch.no_grad():
-            forward[impl] = timed(lambda: model(seq, attention_mask=mask), device, args.repeats, warmup=2)
+            forward[impl] = timed(lambda: model(seq, attention_mask=mask), device, args.repeats,
+                                  warmup=2)
 
             def cached():
                 cache = KVCache()

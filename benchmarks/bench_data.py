@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import resource
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from common import timed
@@ -23,8 +24,6 @@ from glm130b.data.mixture import MixtureSampler, Source
 from glm130b.data.preprocess import preprocess
 from glm130b.tokenization import get_tokenizer
 from glm130b.tokenization.train import train_tokenizer
-
-
 
 
 def cpu_seconds() -> float:
@@ -55,8 +54,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     base = None
     for workers in (1, 2):
-        run = lambda: preprocess([corpus], str(work / f"w{workers}"), "sentencepiece", model,
-                                 workers=workers, progress=False)
+        run = partial(preprocess, [corpus], str(work / f"w{workers}"), "sentencepiece", model,
+                      workers=workers, progress=False)
         seconds = timed(run, repeats=args.repeats)
         cpu = cpu_seconds()
         summary = run()
@@ -73,7 +72,7 @@ def main() -> None:
     read = timed(lambda: [raw[k % len(raw)] for k in range(n)], repeats=args.repeats)
     build = timed(lambda: [sampler[k] for k in range(n)], repeats=args.repeats)
     batch = timed(lambda: [collate(samples[i:i + args.batch], config.seq_length)
-                                 for i in range(0, n, args.batch)], args.repeats)
+                           for i in range(0, n, args.batch)], repeats=args.repeats)
     both = build + batch
     print(f"\n{len(raw)} samples of {config.length_per_sample} tokens, seq_length "
           f"{config.seq_length}, batches of {args.batch}, {n} samples per measurement")

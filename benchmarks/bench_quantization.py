@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from common import timed
-from glm130b.quantization import (cpu_int8_available, cpu_int8_matmul, fused_available, fused_matmul,
-                                  pure_matmul, quantize_weight)
+from glm130b.quantization import (cpu_int8_available, cpu_int8_matmul, fused_available,
+                                  fused_matmul, pure_matmul, quantize_weight)
 from glm130b.tools.memory import DTYPES
 
 # One TP=8 rank of a GLM-130B layer: [in, out] of each of the four quantised matrices.
@@ -50,7 +50,8 @@ def main() -> None:
           + " | ".join(f"{m} / {args.dtype}" for m in methods) + " |")
     print("|---|---|---|" + "---|" * len(methods))
     for m in (int(t) for t in args.tokens.split(",")):
-        xs = {n: torch.randn(m, inp, generator=g).to(device, dtype) for n, (inp, _) in SHAPES.items()}
+        xs = {n: torch.randn(m, inp, generator=g).to(device, dtype)
+              for n, (inp, _) in SHAPES.items()}
         totals = dict.fromkeys(["base", *methods], 0.0)
         for n, (inp, out) in SHAPES.items():
             x = xs[n]

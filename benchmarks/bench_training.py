@@ -31,11 +31,11 @@ from glm130b.config import GLMConfig
 from glm130b.training.collate import Batch
 from glm130b.model import GLM
 from glm130b.model.masks import AttentionMask
-from glm130b.pretrain import add_training_args
+from glm130b.training.options import TrainingConfig
 from glm130b.training.recompute import recompute_layers
-from glm130b.training.engine import (build_engine, decay_groups,
-                                     initialize_distributed, lm_loss, plain_step)
-from glm130b.training.flops import model_flops_per_token, num_parameters, peak_flops
+from glm130b.training.engine import (build_engine, decay_groups, initialize_training, lm_loss,
+                                     plain_step)
+from glm130b.training.flops import mfu, model_flops_per_token, num_parameters, peak_flops
 
 CONFIGS = {
     "tiny": GLMConfig.from_preset("glm-tiny"),
@@ -70,32 +70,29 @@ def random_batch(config: GLMConfig, batch: int, seq: int, device) -> Batch:
     return Batch(tokens, targets, loss_mask, positions, mask).to(device)
 
 
-def engine_args(args, micro_batch: int) -> argparse.Namespace:
+def engine_config(args, micro_batch: int) -> TrainingConfig:
     """The trainer's own defaults (AdamW betas, eps, weight decay, clipping 1.0), ZeRO-1."""
-    argv = ["--global-batch-size", str(micro_batch), "--micro-batch-size", str(micro_batch),
-            "--train-iters", "1", "--zero-stage", "1"]
-    argv += ["--bf16"] * args.bf16 + ["--checkpoint-activations"] * args.checkpoint_activations
-    ns = add_training_args(argparse.ArgumentParser()).parse_args(argv)
-    ns.seed, ns.reference_load = 1234, None
-    return ns
+    return TrainingConfig(global_batch_size=micro_batch, micro_batch_size=micro_batch,
+                          train_iters=1, zero_stage=1, bf16=args.bf16,
+                          recompute_activations=args.checkpoint_activations)
 
 
-def deepspeed_step(config, ns, batch):
+def deepspeed_step(config, training: TrainingConfig, batch):
     """One optimizer step of the engine the trainer builds; returns its loss."""
-    engine, _ = build_engine(ns, config, ns.global_batch_size)
+    engine, _ = build_engine(training, config, training.global_batch_size, None)
     return lambda: plain_step(engine, [batch])
 
 
-def pytorch_step(config, args, ns, batch, device):
+def pytorch_step(config, args, training: TrainingConfig, batch, device):
     """The same step in plain PyTorch: fp32 weights, autocast for bf16, AdamW as the trainer
     builds it, clipping at the engine's 1.0."""
-    torch.manual_seed(ns.seed)
+    torch.manual_seed(training.seed)
     model = GLM(config).to(device).train()
     if args.checkpoint_activations:
         recompute_layers(model)
-    optimizer = torch.optim.AdamW(decay_groups(model, ns.weight_decay), lr=ns.lr,
-                                  betas=(ns.adam_beta1, ns.adam_beta2), eps=ns.adam_eps,
-                                  fused=device.type == "cuda" or None)
+    optimizer = torch.optim.AdamW(decay_groups(model, training.weight_decay), lr=training.lr,
+                                  betas=(training.adam_beta1, training.adam_beta2),
+                                  eps=training.adam_eps, fused=device.type == "cuda" or None)
 
     def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
@@ -159,12 +156,12 @@ def measure(name: str, args, device, peak) -> dict:
     check_memory(name, config, device)
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     batch = random_batch(config, micro_batch, seq, device)
-    ns = engine_args(args, micro_batch)
+    training = engine_config(args, micro_batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     square, square_flops = matmul(device, dtype)
-    calls = {"matmul": square, "pytorch": pytorch_step(config, args, ns, batch, device),
-             "deepspeed": deepspeed_step(config, ns, batch)}
+    calls = {"matmul": square, "pytorch": pytorch_step(config, args, training, batch, device),
+             "deepspeed": deepspeed_step(config, training, batch)}
     print(f"{name}: {warmup} + {steps} rounds of {', '.join(calls)}", file=sys.stderr, flush=True)
     times, losses = interleaved(calls, device, steps, warmup)
     del calls, square
@@ -175,14 +172,16 @@ def measure(name: str, args, device, peak) -> dict:
     median = {k: statistics.median(v) for k, v in times.items()}
     matmul_flops = square_flops / median["matmul"]
     tokens_per_s = micro_batch * seq / median["deepspeed"]
-    flops = tokens_per_s * model_flops_per_token(config, seq)
+    flops_per_token = model_flops_per_token(config, seq)
+    flops, peak = tokens_per_s * flops_per_token, peak or matmul_flops
     return dict(config=name, parameters=num_parameters(config), layers=config.num_layers,
                 dtype=str(dtype).removeprefix("torch."), attention=args.attention_impl,
                 checkpoint_activations=args.checkpoint_activations, micro_batch=micro_batch,
                 seq_length=seq, warmup=warmup, steps=steps,
                 deepspeed_s_per_step=median["deepspeed"], tokens_per_s=tokens_per_s,
-                model_tflops_per_device=flops / 1e12, mfu=flops / (peak or matmul_flops),
-                peak_tflops=(peak or matmul_flops) / 1e12, matmul_tflops=matmul_flops / 1e12,
+                model_tflops_per_device=flops / 1e12,
+                mfu=mfu(tokens_per_s, flops_per_token, peak), peak_tflops=peak / 1e12,
+                matmul_tflops=matmul_flops / 1e12,
                 pytorch_s_per_step=median["pytorch"],
                 deepspeed_over_pytorch=statistics.median(
                     d / p for d, p in zip(times["deepspeed"], times["pytorch"])),
@@ -206,7 +205,7 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     args = p.parse_args()
 
-    device = initialize_distributed(1, 1)
+    device = initialize_training(1, 1)  # the group of one DeepSpeed's engine needs
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(
         device, torch.bfloat16 if args.bf16 else torch.float32)
     basis = "--peak-tflops" if args.peak_tflops else "datasheet peak" if peak else \

@@ -26,7 +26,8 @@ class GLMConfig:
     attention_dropout: float = 0.1
     init_method_std: float = 0.0052
     # Embedding gradient shrink (reference §1.10): identity in value, the gradient scaled by
-    # alpha in training (GLM-130B's 0.1); 1.0 turns it off. Inference never applies it.
+    # alpha in training (GLM-130B's 0.1); 1.0 turns it off. Inference never applies it. The
+    # model starts from this alpha; a schedule moves it with `set_embedding_gradient_shrink`.
     shrink_embedding_gradient_alpha: float = 0.1
     shrink_logit_embedding_gradient: bool = False
     # The released model built its rotary tables in fp16; fp32 is the exact mathematics.
@@ -39,7 +40,8 @@ class GLMConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
         if self.attention_impl not in ("reference", "sdpa"):
-            raise ValueError(f"attention_impl must be 'reference' or 'sdpa', not {self.attention_impl!r}")
+            raise ValueError("attention_impl must be 'reference' or 'sdpa', "
+                             f"not {self.attention_impl!r}")
 
     @property
     def head_dim(self) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import run
+from .cli import config_from_args, model_config, run
 from .evaluation import evaluate_tasks, load_tasks
 from .evaluation.runner import echo, is_rank0
-from .initialize import add_initialization_args, initialize_model_and_tokenizer
+from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
 from .parallel import get_data_parallel_world_size
 
 
@@ -38,11 +38,13 @@ def main(argv=None) -> int:
     add_evaluation_args(parser)
     args = parser.parse_args(argv)
     tasks = load_tasks(args.task)  # every config checked before the model is built
-    model, tokenizer = initialize_model_and_tokenizer(args)
-    if not args.load and is_rank0():
+    runtime = config_from_args(RuntimeConfig, args)
+    model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
+                                                      args.tokenizer_type, args.tokenizer_model)
+    if not runtime.load and is_rank0():
         print("warning: no --load, evaluating randomly initialised weights", file=sys.stderr)
     echo(f"> {len(tasks)} task(s): {', '.join(t.config.name for t in tasks)}; "
-         f"{get_data_parallel_world_size()} model replica(s) of {args.model_parallel_size} "
+         f"{get_data_parallel_world_size()} model replica(s) of {runtime.model_parallel_size} "
          "tensor-parallel rank(s)")
     evaluate_tasks(model, tokenizer, tasks, args.data_path, args.output_path)
     return 0

@@ -12,18 +12,19 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 from tqdm import tqdm
 
-from .cli import run
+from .cli import config_from_args, model_config, run
 from .errors import PromptError, UsageError
 from .files import atomic_write_text
-from .generation import SamplingConfig, build_prompt, build_strategy, fill_blanks
-from .initialize import add_initialization_args, initialize_model_and_tokenizer
+from .generation import (SamplingConfig, Shown, blank_ids, build_prompt, build_strategy,
+                         fill_blanks, settled)
+from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
 from .parallel import (broadcast_object, get_data_parallel_rank, get_data_parallel_world_size,
                        get_tensor_model_parallel_rank, is_rank0)
 
@@ -57,7 +58,11 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_initialization_args(parser)
+    add_generation_args(parser)
+    args = parser.parse_args(argv)
     if args.temperature <= 0:
         parser.error("--temperature must be positive (use --top_k 1 for greedy decoding)")
     if not 0.0 <= args.top_p <= 1.0:
@@ -65,20 +70,35 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for name in ("num_beams", "out_seq_length", "max_inference_batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+@dataclass
+class GenerateConfig:
+    """Where prompts come from and answers go, and how long they may be: the flags of
+    `add_generation_args` other than the sampling ones, under their names."""
+    input_source: str = "interactive"   # or a file with one prompt per line
+    output_path: str = "./samples"
+    with_id: bool = False               # input lines are 'id<TAB>prompt'
+    max_inference_batch_size: int = 12
+    out_seq_length: int = 256           # prompt and generated tokens
+    print_all_beams: bool = False
 
 
 class Query:
     """One input line: its id (with --with-id) and its prompt."""
 
-    def __init__(self, line: str, args, tokenizer, max_sequence_length: int, where: str):
+    def __init__(self, line: str, config: GenerateConfig, tokenizer, max_sequence_length: int,
+                 where: str):
         self.id = None
-        if args.with_id:
+        if config.with_id:
             if "\t" not in line:
                 raise PromptError(f"{where}: --with-id expects 'id<TAB>prompt'")
             self.id, line = line.split("\t", 1)
         self.text = line
         try:
-            self.prompt = build_prompt(line, tokenizer, max_sequence_length, args.out_seq_length)
+            self.prompt = build_prompt(line, tokenizer, max_sequence_length,
+                                       config.out_seq_length)
         except PromptError as e:
             raise PromptError(f"{where}: {e}") from None
 
@@ -111,21 +131,18 @@ class Streamer:
 
     def __init__(self, tokenizer, end_tokens):
         self.tokenizer, self.end_tokens = tokenizer, set(end_tokens)
-        self.blank, self.text, self.shown = None, "", ""
+        self.blank, self.text, self.shown = None, "", Shown()
 
     def __call__(self, prompt: int, blank: int, ids: list[int]) -> None:
         if blank != self.blank:
             self.flush()
             print("\nGenerating: " if self.blank is None else "\n            ", end="")
-            self.blank, self.shown = blank, ""
-        self.text = self.tokenizer.detokenize([i for i in ids if i not in self.end_tokens])
-        # Hold back a trailing partial character (a byte-fallback piece still incomplete).
-        self._show(self.text.rstrip("\ufffd"))
+            self.blank, self.shown = blank, Shown()
+        self.text = self.tokenizer.detokenize(blank_ids(ids, self.end_tokens))
+        self._show(settled(self.text))
 
     def _show(self, text: str) -> None:
-        if text.startswith(self.shown):
-            print(text[len(self.shown):], end="", flush=True)
-            self.shown = text
+        print(self.shown.delta(text), end="", flush=True)
 
     def flush(self) -> None:
         if self.blank is not None:
@@ -151,14 +168,14 @@ def read_query() -> Optional[str]:
         print("Query should not be empty!")
 
 
-def interactive(args, model, tokenizer, strategy, max_sequence_length: int) -> None:
-    folder = Path(args.output_path)
+def interactive(config: GenerateConfig, model, tokenizer, strategy) -> None:
+    folder = Path(config.output_path)
     while True:
         line = broadcast_object(read_query() if is_rank0() else None)
         if line is None:
             return
         try:
-            query = Query(line, args, tokenizer, max_sequence_length, "input")
+            query = Query(line, config, tokenizer, model.config.max_sequence_length, "input")
         except PromptError as e:
             if is_rank0():
                 print(f"error: {e}")
@@ -167,11 +184,11 @@ def interactive(args, model, tokenizer, strategy, max_sequence_length: int) -> N
         if is_rank0():
             print(f"\nInput: {query.prompt.text}")
         streamer = Streamer(tokenizer, strategy.end_tokens) if is_rank0() else None
-        filled = fill_blanks(model, tokenizer, [query.prompt], strategy, args.out_seq_length,
+        filled = fill_blanks(model, tokenizer, [query.prompt], strategy, config.out_seq_length,
                              on_token=streamer)
         if is_rank0():
             streamer.close()
-            save(folder, query, filled[0], args.print_all_beams)
+            save(folder, query, filled[0], config.print_all_beams)
             print(f"\nTaken time {time.perf_counter() - start:.2f} s", flush=True)
 
 
@@ -182,47 +199,46 @@ def read_prompt_lines(path: str):
         return UsageError(f"cannot read --input-source {path}: {e}")
 
 
-def from_file(args, model, tokenizer, strategy, max_sequence_length: int) -> None:
+def from_file(config: GenerateConfig, model, tokenizer, strategy) -> None:
     """Every prompt is checked before any is decoded; the data-parallel groups share the
     prompts round-robin, each group decoding batches of --max-inference-batch-size."""
-    lines = broadcast_object(read_prompt_lines(args.input_source) if is_rank0() else None)
+    source = config.input_source
+    lines = broadcast_object(read_prompt_lines(source) if is_rank0() else None)
     if isinstance(lines, Exception):
         raise lines
-    queries = [Query(line.strip(), args, tokenizer, max_sequence_length,
-                     f"{args.input_source}:{n}")
+    queries = [Query(line.strip(), config, tokenizer, model.config.max_sequence_length,
+                     f"{source}:{n}")
                for n, line in enumerate(lines, 1) if line.strip()]
     mine = queries[get_data_parallel_rank()::get_data_parallel_world_size()]
     writer = get_tensor_model_parallel_rank() == 0
-    folder = Path(args.output_path)
-    size = args.max_inference_batch_size
+    folder = Path(config.output_path)
+    size = config.max_inference_batch_size
     with tqdm(total=len(mine), unit="prompt", disable=not writer, file=sys.stderr) as bar:
         for start in range(0, len(mine), size):
             batch = mine[start:start + size]
             filled = fill_blanks(model, tokenizer, [q.prompt for q in batch], strategy,
-                                 args.out_seq_length)
+                                 config.out_seq_length)
             if writer:
                 for query, result in zip(batch, filled):
-                    save(folder, query, result, args.print_all_beams, echo=tqdm.write)
+                    save(folder, query, result, config.print_all_beams, echo=tqdm.write)
             bar.update(len(batch))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_initialization_args(parser)
-    add_generation_args(parser)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
-    model, tokenizer = initialize_model_and_tokenizer(args)
-    if not args.load and is_rank0():
+    args = parse_args(argv)
+    runtime, config = config_from_args(RuntimeConfig, args), config_from_args(GenerateConfig, args)
+    model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
+                                                      args.tokenizer_type, args.tokenizer_model)
+    if not runtime.load and is_rank0():
         print("warning: no --load, generating from randomly initialised weights",
               file=sys.stderr)
-    sampling = SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
-    strategy = build_strategy(tokenizer, model.config.vocab_size, **asdict(sampling))
+    strategy = build_strategy(tokenizer, model.config.vocab_size,
+                              config_from_args(SamplingConfig, args))
     if get_tensor_model_parallel_rank() == 0:
-        os.makedirs(args.output_path, exist_ok=True)
-    source = interactive if args.input_source == "interactive" else from_file
+        os.makedirs(config.output_path, exist_ok=True)
+    source = interactive if config.input_source == "interactive" else from_file
     try:
-        source(args, model, tokenizer, strategy, model.config.max_sequence_length)
+        source(config, model, tokenizer, strategy)
     except PromptError as e:
         if is_rank0():
             print(f"error: {e}", file=sys.stderr)

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import torch.distributed as dist
 
-from .cli import add_runtime_args, model_config, run
+from .cli import add_runtime_args, config_from_args, model_config, run
 from .config import add_model_args
 from .errors import UsageError
-from .data.mixture import add_data_args, build_mixture
+from .data.infilling import InfillingConfig
+from .data.mixture import DataConfig, add_data_args, build_mixture
 from .parallel import (get_data_parallel_world_size, get_pipeline_model_parallel_world_size,
                        get_tensor_model_parallel_world_size)
 from .tokenization import add_tokenizer_args, check_vocab_size, get_tokenizer
 from .checkpoint.deepspeed_layout import is_training_checkpoint, read_meta
 from .training import checkpointing
+from .training.options import TrainingConfig
 from .training.engine import build_engine, initialize_training
 from .training.schedules import (BatchSizeRampup, LRSchedule, ShrinkSchedule,
                                  parse_skip_ranges)
@@ -85,7 +86,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
+    """The arguments, and the training config made of them (its checks reported as usage
+    errors, like argparse's own)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(p)
     add_tokenizer_args(p)
@@ -93,38 +96,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_runtime_args(p)
     add_training_args(p)
     args = p.parse_args(argv)
-    if (args.train_iters is None) == (args.train_samples is None):
-        p.error("give exactly one of --train-iters and --train-samples")
-    if args.save:
-        args.tensorboard_dir = args.tensorboard_dir or str(Path(args.save) / "tensorboard")
-        args.train_log = args.train_log or str(Path(args.save) / "train_log.jsonl")
-    return args
+    try:
+        training = config_from_args(TrainingConfig, args,
+                                    recompute_activations=args.checkpoint_activations)
+    except UsageError as e:
+        p.error(str(e))
+    return args, training
 
 
-def schedules(args):
-    rampup = BatchSizeRampup.from_args(args.rampup_batch_size, args.global_batch_size)
-    rampup.check_divisible(args.micro_batch_size, get_data_parallel_world_size())
-    decay = args.lr_decay_samples or args.train_samples or args.train_iters * args.global_batch_size
-    lr = LRSchedule(args.lr, args.min_lr, args.lr_warmup_samples, decay, args.lr_decay_style)
-    shrink = ShrinkSchedule(args.shrink_embedding_gradient_alpha,
-                            args.shrink_embedding_gradient_steps)
-    return lr, rampup, shrink, parse_skip_ranges(args.skip_train_iteration_range)
+def data_config(args: argparse.Namespace) -> DataConfig:
+    return config_from_args(DataConfig, args, infilling=config_from_args(InfillingConfig, args))
+
+
+def schedules(training: TrainingConfig, shrink_alpha: float):
+    """(lr by consumed samples, global batch by consumed samples, embedding-gradient shrink by
+    iteration, skipped iteration ranges); `shrink_alpha` is the model's, where the shrink
+    starts."""
+    rampup = BatchSizeRampup.from_args(training.rampup_batch_size, training.global_batch_size)
+    rampup.check_divisible(training.micro_batch_size, get_data_parallel_world_size())
+    decay = (training.lr_decay_samples or training.train_samples
+             or training.train_iters * training.global_batch_size)
+    lr = LRSchedule(training.lr, training.min_lr, training.lr_warmup_samples, decay,
+                    training.lr_decay_style)
+    shrink = ShrinkSchedule(shrink_alpha, training.shrink_embedding_gradient_steps)
+    return lr, rampup, shrink, parse_skip_ranges(training.skip_train_iteration_range)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    device = initialize_training(args.model_parallel_size,
-                                 args.pipeline_model_parallel_size)
+    args, training = parse_args(argv)
+    device = initialize_training(training.model_parallel_size,
+                                 training.pipeline_model_parallel_size)
     config = model_config(args)
-    args.shrink_embedding_gradient_alpha = config.shrink_embedding_gradient_alpha
     tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
     check_vocab_size(tokenizer, config.vocab_size)
-    if args.seq_length > config.max_sequence_length:
-        raise UsageError(f"--seq-length {args.seq_length} exceeds --max-sequence-length "
+    if training.seq_length > config.max_sequence_length:
+        raise UsageError(f"--seq-length {training.seq_length} exceeds --max-sequence-length "
                          f"{config.max_sequence_length}")
     try:
-        sampler = build_mixture(args, tokenizer)
-        lr_at, batch_at, shrink_at, skips = schedules(args)
+        sampler = build_mixture(data_config(args), tokenizer, training.seed)
+        lr_at, batch_at, shrink_at, skips = schedules(training,
+                                                      config.shrink_embedding_gradient_alpha)
     except ValueError as e:  # a data or schedule argument that cannot work
         raise UsageError(str(e)) from None
     state = TrainerState(layout={"tensor": get_tensor_model_parallel_world_size(),
@@ -132,20 +143,21 @@ def main(argv=None) -> int:
                                  "data": get_data_parallel_world_size(),
                                  "world": dist.get_world_size()},
                          model=dataclasses.asdict(config))
-    resume = bool(args.load) and is_training_checkpoint(args.load)
-    args.reference_load = args.load if args.load and not resume else None
+    load = training.load
+    resume = bool(load) and is_training_checkpoint(load)
     if resume:  # the batch size DeepSpeed starts with depends on where the run stands
-        state.consumed_samples = read_meta(args.load)["consumed_samples"]
-    engine, is_pipeline = build_engine(args, config, batch_at(state.consumed_samples))
+        state.consumed_samples = read_meta(load)["consumed_samples"]
+    engine, is_pipeline = build_engine(training, config, batch_at(state.consumed_samples),
+                                       reference_weights=None if resume else load)
     if resume:
-        state = TrainerState(**{**checkpointing.load(engine, args.load),
+        state = TrainerState(**{**checkpointing.load(engine, load),
                                 "layout": state.layout, "model": state.model})
     if dist.get_rank() == 0:
         what = (f"resumed at iteration {state.iteration}" if resume else
-                f"weights from {args.load}" if args.load else "initialised")
+                f"weights from {load}" if load else "initialised")
         print(f"glm130b.pretrain: {sum(p.numel() for p in engine.module.parameters()):,} "
               f"parameters on rank 0, layout {state.layout}, {what}", flush=True)
-    state = train(args, engine, is_pipeline, sampler, state,
+    state = train(training, engine, is_pipeline, sampler, state,
                   (lr_at, batch_at, shrink_at, skips), config, device)
     if dist.get_rank() == 0:
         print(f"done: iteration {state.iteration}, {state.consumed_samples:,} samples, "

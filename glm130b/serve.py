@@ -15,11 +15,13 @@ import signal
 import sys
 import threading
 
-from .cli import run
+from .cli import config_from_args, model_config, run
 from .errors import Stopped, UsageError
 from .generation import DecodeBatch
-from .initialize import add_initialization_args, initialize_model_and_tokenizer
+from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
 from .parallel import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+from .serving import ServingConfig, build
+from .serving.scheduler import MirroredBatch, follow
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -47,7 +49,11 @@ def add_serving_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_initialization_args(parser)
+    add_serving_args(parser)
+    args = parser.parse_args(argv)
     for name in ("max_batch_size", "max_queue", "max_request_bytes", "default_max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -55,31 +61,22 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--request-timeout must be positive")
     if not 0 <= args.port < 65536:
         parser.error("--port must lie in [0, 65535]")
+    return args
 
 
 def _stopped(*_):
     raise Stopped
 
 
-def serve(args, model, tokenizer) -> None:
+def serve(model, tokenizer, config: ServingConfig) -> None:
     """Rank 0: the scheduler on a thread of its own, uvicorn on this one."""
     import uvicorn
 
-    from .serving import build
-    from .serving.scheduler import MirroredBatch
-
     tp = get_tensor_model_parallel_world_size()
     batch = MirroredBatch(model) if tp > 1 else DecodeBatch(model)
-    name = args.model_name or (os.path.basename(os.path.normpath(args.load)) if args.load
-                               else "glm")
-    scheduler, app = build(model, tokenizer, batch, args.max_batch_size, args.max_queue,
-                        idle=batch.ping if tp > 1 else None, model_name=name,
-                        default_max_tokens=args.default_max_tokens,
-                        max_tokens_limit=args.max_tokens_limit,
-                        max_request_bytes=args.max_request_bytes,
-                        request_timeout=args.request_timeout, api_key=args.api_key)
-    if args.host not in LOOPBACK and not args.api_key:
-        print(f"warning: serving on {args.host} without --api-key: anyone who reaches this "
+    scheduler, app = build(model, tokenizer, config, batch, idle=batch.ping if tp > 1 else None)
+    if config.host not in LOOPBACK and not config.api_key:
+        print(f"warning: serving on {config.host} without --api-key: anyone who reaches this "
               "port can use the model", file=sys.stderr)
     worker = threading.Thread(target=scheduler.run, name="glm130b-scheduler", daemon=True)
     worker.start()
@@ -88,7 +85,7 @@ def serve(args, model, tokenizer) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info",
                     timeout_graceful_shutdown=5)
     except Stopped:
         pass
@@ -100,22 +97,21 @@ def serve(args, model, tokenizer) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_initialization_args(parser)
-    add_serving_args(parser)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
+    args = parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) != args.model_parallel_size:
         raise UsageError(f"serving runs one model replica: launch exactly "
                          f"--model-parallel-size ({args.model_parallel_size}) processes")
-    model, tokenizer = initialize_model_and_tokenizer(args)
+    runtime = config_from_args(RuntimeConfig, args)
+    model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
+                                                      args.tokenizer_type, args.tokenizer_model)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not args.load and get_tensor_model_parallel_rank() == 0:
+    if not runtime.load and get_tensor_model_parallel_rank() == 0:
         print("warning: no --load, serving randomly initialised weights", file=sys.stderr)
     if get_tensor_model_parallel_rank() == 0:
-        serve(args, model, tokenizer)
+        name = args.model_name or (os.path.basename(os.path.normpath(runtime.load))
+                                   if runtime.load else "glm")
+        serve(model, tokenizer, config_from_args(ServingConfig, args, model_name=name))
     else:
-        from .serving.scheduler import follow
         # Ctrl-C or the launcher's SIGTERM reaches every rank: the followers wait for rank 0
         # to finish its requests and tell them to stop (a crash of rank 0 ends them too).
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -14,4 +14,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
     { apt-get update && apt-get install -y --no-install-recommends chromium; }; } > "$log" 2>&1 ||
     echo "warning: chromium could not be installed; the browser test will be skipped" >&2
 fi
+ruff check glm130b tests benchmarks
 exec python -m pytest -q "$@" tests

@@ -8,6 +8,10 @@ from glm130b.parallel import shard
 from glm130b.tokenization import SentencePieceTokenizer
 from glm130b.tokenization.train import train_tokenizer
 
+FRANCE = "The capital of France is [MASK]."
+TWO_BLANKS = "法国的首都是[MASK]。二加三等于[MASK]。"
+NO_MASK = "Two plus three is"
+
 SENTENCES = ["The capital of France is Paris.", "The capital of Japan is Tokyo.",
              "Two plus three is five.", "Red and blue are colours.", "A cat sat on a mat.",
              "法国的首都是巴黎。", "日本的首都是东京。", "二加三等于五。", "今天是星期几？"]
@@ -80,3 +84,12 @@ def expected_fill(model, tokenizer, text, max_tokens, seed, **options):
                             end_tokens=end_tokens(tokenizer), seed=seed, **options)
     prompt = build_prompt(text, tokenizer, model.config.max_sequence_length)
     return fill_blanks(model, tokenizer, [prompt], strategy, len(prompt.tokens) + 1 + max_tokens)[0]
+
+
+def expected_fills(model, tokenizer, texts, strategy_class, **kw):
+    """What `python -m glm130b.generate --seed 1234 --out-seq-length 40` fills for `texts`."""
+    end = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+    strategy = strategy_class(end_tokens=end, invalid_slices=[slice(tokenizer.num_tokens, None)],
+                              seed=1234, **kw)
+    prompts = [build_prompt(t, tokenizer, 64) for t in texts]
+    return fill_blanks(model, tokenizer, prompts, strategy, out_seq_length=40)

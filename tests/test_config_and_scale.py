@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from glm130b import GLM, GLMConfig, save_checkpoint
-from glm130b.cli import model_config
+from glm130b.cli import config_from_args, model_config
 from glm130b.config import add_model_args
 from glm130b.errors import UsageError
-from glm130b.initialize import add_initialization_args, initialize_model_and_tokenizer
+from glm130b.initialize import (RuntimeConfig, add_initialization_args,
+                                initialize_model_and_tokenizer)
 from glm130b.tools.memory import meta_model, weight_bytes_per_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,7 @@ def test_weight_memory_per_gpu_worked_by_hand():
         weight_bytes_per_gpu(cfg, 7)
 
 
+@pytest.mark.slow
 def test_memory_cli_prints_parameters_and_per_gpu():
     out = subprocess.run([sys.executable, "-m", "glm130b.tools.memory", "--preset", "glm-130b",
                           "--tp", "8"], capture_output=True, text=True, check=True).stdout
@@ -86,14 +88,15 @@ def test_initialize_builds_from_tiny_model_args_and_checkpoint(tmp_path):
         model_args("model_glm_tiny.sh", QUICKSTART_DIR=str(tmp_path),
                    CHECKPOINT_PATH=str(tmp_path / "ckpt")))
     assert args.tokenizer_model == str(tmp_path / "tokenizer.model")
-    args.tokenizer_model = str(tok)
-    model, tokenizer = initialize_model_and_tokenizer(args)
+    model, tokenizer = initialize_model_and_tokenizer(
+        model_config(args), config_from_args(RuntimeConfig, args), args.tokenizer_type, str(tok))
     ids = torch.tensor([tokenizer.tokenize("line 3 of the corpus")])
     with torch.no_grad():
         assert torch.equal(model(ids), saved.eval()(ids))
     assert not model.training
 
 
+@pytest.mark.slow
 def test_quickstart_runs_end_to_end(tmp_path):
     """The whole path with a short training: the DeepSpeed launcher trains, the export loads."""
     env = dict(os.environ, OMP_NUM_THREADS="2", DS_ACCELERATOR="cpu",

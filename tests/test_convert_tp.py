@@ -13,7 +13,8 @@ from glm130b import GLM, GLMConfig, save_checkpoint
 from glm130b.errors import CheckpointError
 from glm130b.checkpoint.convert_tp import convert
 from glm130b.checkpoint.sat import load_state_dict, shard_paths
-from glm130b.initialize import add_initialization_args, initialize_model
+from glm130b.cli import config_from_args, model_config
+from glm130b.initialize import RuntimeConfig, add_initialization_args, initialize_model
 from glm130b.model.masks import AttentionMask
 from glm130b.parallel import destroy_model_parallel, shard
 
@@ -92,6 +93,7 @@ def test_refusals(tp1, tmp_path):
     assert not (tmp_path / "out" / "latest").exists()
 
 
+@pytest.mark.slow
 def test_cli_progress_and_one_line_errors(tp1, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "glm130b.checkpoint.convert_tp", "--input-folder",
                          str(tp1), "--output-folder", str(tmp_path / "tp2"), "--target-tp", "2"],
@@ -105,11 +107,13 @@ def test_cli_progress_and_one_line_errors(tp1, tmp_path):
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
 
 
-def model_args(*extra):
+def load(*extra):
+    """The model that the inference entry points load with these flags."""
     parser = add_initialization_args(argparse.ArgumentParser())
-    return parser.parse_args(["--num-layers", "2", "--hidden-size", "32", "--num-attention-heads",
+    args = parser.parse_args(["--num-layers", "2", "--hidden-size", "32", "--num-attention-heads",
                               "4", "--inner-hidden-size", "48", "--vocab-size", "64",
                               "--max-sequence-length", "32", *extra])
+    return initialize_model(model_config(args), config_from_args(RuntimeConfig, args))
 
 
 def test_quantized_conversion_loads_as_the_reference_loads_it(tp1, tmp_path):
@@ -123,14 +127,13 @@ def test_quantized_conversion_loads_as_the_reference_loads_it(tp1, tmp_path):
     qkv = "transformer.layers.0.attention.query_key_value.weight"
     assert state[qkv].dtype == torch.int8 and state[qkv].shape == (96, 16)
     assert state[qkv + "_scale"].shape == (96,)
-    from_fp = initialize_model(model_args("--load", str(tp1), "--quantization-bit-width", "4"))
-    from_q = initialize_model(model_args("--load", str(tmp_path / "int4"),
-                                         "--quantization-bit-width", "4",
-                                         "--from-quantized-checkpoint"))
+    from_fp = load("--load", str(tp1), "--quantization-bit-width", "4")
+    from_q = load("--load", str(tmp_path / "int4"), "--quantization-bit-width", "4",
+                  "--from-quantized-checkpoint")
     with torch.no_grad():
         assert torch.equal(from_fp(*sample()), from_q(*sample()))
     with pytest.raises(CheckpointError, match="load it with --from-quantized-checkpoint"):
-        initialize_model(model_args("--load", str(tmp_path / "int4")))
+        load("--load", str(tmp_path / "int4"))
     with pytest.raises(CheckpointError, match="tied to their tensor-parallel degree"):
         convert(tmp_path / "int4", tmp_path / "again", 2)
 
@@ -140,8 +143,8 @@ def load_worker(rank, world, init_file, folder, result_file):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        model = initialize_model(model_args("--load", folder, "--model-parallel-size", str(world),
-                                            "--sequential-initialization"))
+        model = load("--load", folder, "--model-parallel-size", str(world),
+                     "--sequential-initialization")
         with torch.no_grad():
             logits = model(*sample())
         if rank == 0:
@@ -156,6 +159,7 @@ def sample():
     return tokens, None, AttentionMask.from_context_lengths([7, 4], 12, batch_size=2)
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_loaded_by_two_processes_gives_tp1_logits(tp1, tmp_path):
     convert(tp1, tmp_path / "tp2", 2)
     mp.spawn(load_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "tp2"),

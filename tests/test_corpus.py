@@ -115,7 +115,8 @@ def test_bad_templates_rejected():
     with pytest.raises(ValueError):
         facts.Relation("bad", (facts.Row("a", "甲", "b", "乙"),), ("{o} is {s}.",), ("{s}是{o}。",))
     with pytest.raises(ValueError):
-        facts.Relation("bad", (facts.Row("a", "甲", "b", "乙"),), ("{s} is {o} indeed.",), ("{s}是{o}。",))
+        facts.Relation("bad", (facts.Row("a", "甲", "b", "乙"),), ("{s} is {o} indeed.",),
+                       ("{s}是{o}。",))
 
 
 def _run_cli(*args):

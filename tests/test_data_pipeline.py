@@ -2,6 +2,7 @@
 rules (§2.6, §8.3, §8.4): layouts worked by hand, statistics over many draws, resumption,
 and a collated batch through the model."""
 import argparse
+import dataclasses
 import math
 import subprocess
 import sys
@@ -14,13 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from glm130b import GLM, GLMConfig
+from glm130b.cli import config_from_args
 from glm130b.training.collate import collate
 from glm130b.data.corpus import generate_corpus
 from glm130b.data.indexed import IndexedDataset, TokenFileWriter, TokenSamples
 from glm130b.data.infilling import (MAX_SPAN, Infilling, InfillingConfig, blank_infill)
 from glm130b.data.show import main as inspect_main
-from glm130b.data.mixture import (InstructionPairs, MixtureSampler, Source, add_data_args,
-                                  build_mixture, parse_data_path)
+from glm130b.data.mixture import (DataConfig, InstructionPairs, MixtureSampler, Source,
+                                  add_data_args, build_mixture, parse_data_path)
 from glm130b.model.masks import position_ids as reference_positions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,16 +265,17 @@ def test_mixture_from_the_command_line_weights_sources(tok, text_prefix, mip_pre
     assert parse_data_path(["1", "a", "3", "b"]) == [(1.0, "a"), (3.0, "b")]
     with pytest.raises(ValueError, match="WEIGHT PREFIX"):
         parse_data_path(["1", "a", "b"])
-    parser = add_data_args(argparse.ArgumentParser())
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(["--data-path", "1", text_prefix, "3", text_prefix,
-                              "--multitask-data-path", mip_prefix, "--seq-length", "256",
-                              "--length-per-sample", "240"])
-    sampler = build_mixture(args, tok)
+    args = add_data_args(argparse.ArgumentParser()).parse_args(
+        ["--data-path", "1", text_prefix, "3", text_prefix, "--multitask-data-path", mip_prefix,
+         "--seq-length", "256", "--length-per-sample", "240"])
+    config = config_from_args(DataConfig, args, infilling=config_from_args(InfillingConfig, args))
+    assert config == DataConfig(["1", text_prefix, "3", text_prefix], [mip_prefix],
+                                infilling=TINY)
+    sampler = build_mixture(config, tok, seed=1)
     assert [round(s.weight, 6) for s in sampler.sources] == [0.2375, 0.7125, 0.05]
-    assert sampler.infilling.config == TINY
-    args.multitask_data_path = []  # without instruction data every sample is text
-    assert [round(s.weight, 6) for s in build_mixture(args, tok).sources] == [0.25, 0.75]
+    assert sampler.infilling.config == TINY and sampler.seed == 1
+    text_only = dataclasses.replace(config, multitask_data_path=[])  # every sample is text
+    assert [round(s.weight, 6) for s in build_mixture(text_only, tok, 1).sources] == [0.25, 0.75]
 
 
 def test_mixture_same_seed_same_samples_and_resume_without_replay(tok, text_prefix, mip_prefix):

@@ -18,6 +18,7 @@ from helpers import lively_model, make_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_evaluate_sh_on_the_sample_tasks(tmp_path):
     tokenizer = make_tokenizer(tmp_path)
     model = lively_model(vocab_size=-(-(tokenizer.num_tokens + 4) // 8) * 8)

@@ -14,6 +14,8 @@ from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
 from glm130b.tokenization import SentencePieceTokenizer
 from helpers import copy_into_shards, SENTENCES, lively_model, make_tokenizer
 
+pytestmark = pytest.mark.slow
+
 TASKS = {
     "mc.yaml": 'name: mc\ntype: mul\npath: mc\nmicro-batch-size: 2\n'
                'file-pattern: {multi: "multi.jsonl", single: "single.jsonl"}\n',

@@ -35,7 +35,7 @@ TRAIN = ["--seq-length", "64", "--length-per-sample", "60", "--aggregated-sample
          "--lr", "1e-3", "--zero-stage", "1"]
 TWO = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_refusals_are_one_line(tp2, pp2, tmp_path, capsys):
 def test_generate_takes_the_export(tp1, data, tmp_path, tok):
     """`python -m glm130b.generate --load EXPORT` writes what the trained weights generate."""
     from glm130b.generate import main as generate
-    from test_generation_cli import FRANCE, expected
+    from helpers import FRANCE, expected_fills
     export(tp1, tmp_path / "out")
     source = tmp_path / "prompts.txt"
     source.write_text(f"q1\t{FRANCE}\n", encoding="utf-8")
@@ -227,5 +227,5 @@ def test_generate_takes_the_export(tp1, data, tmp_path, tok):
     model = GLM(config_of(tp1))
     trained = deepspeed_file(tp1 / "global_step2" / "mp_rank_00_model_states.pt")["module"]
     model.load_state_dict(trained)
-    [want] = expected(model.eval(), tok, [FRANCE], BaseStrategy, top_k=0, top_p=0.7)
+    [want] = expected_fills(model.eval(), tok, [FRANCE], BaseStrategy, top_k=0, top_p=0.7)
     assert (tmp_path / "samples" / "q1.txt").read_text(encoding="utf-8") == want.answers[0] + "\n"

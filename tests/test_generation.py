@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from glm130b.errors import PromptError
-from glm130b.generation import (BaseStrategy, BeamSearchStrategy,
-                                batch_filling_sequence, build_prompt, fill_blanks,
+from glm130b.generation import (BaseStrategy, BeamSearchStrategy, Filling, Shown,
+                                batch_filling_sequence, build_prompt, fill_blanks, settled,
                                 top_k_top_p_filter)
 from glm130b.model.masks import dense_mask
 from helpers import CONTEXTS, MASK_POSITIONS, lively_model
@@ -316,6 +316,31 @@ def test_prompt_rules(tokenizer):
         build_prompt("one two three four five six", tok, n - 1)
     with pytest.raises(PromptError, match="no room to generate"):
         build_prompt("one two three four five six", tok, 64, out_seq_length=n + 1)
+
+
+def test_a_blank_without_budget_stays_empty_and_the_next_may_fit(tokenizer):
+    """An empty blank takes its mask away: the sequence is a token shorter for the next one."""
+    tok = tokenizer
+    MASK, sop = tok.get_command("[MASK]"), tok.get_command("sop")
+    prompt = build_prompt("A [MASK] B [MASK] C", tok, max_sequence_length=64)
+    filling = Filling(prompt, 1)
+    first = prompt.tokens.index(MASK)
+    context = filling.next_context(tok, out_seq_length=len(prompt.tokens) + 1)
+    assert context == prompt.tokens[:first] + prompt.tokens[first + 1:] + [sop]
+    assert filling.skipped == 1 and filling.pieces == [[tok.detokenize(prompt.tokens[:first]), ""]]
+    assert filling.next_context(tok, out_seq_length=len(prompt.tokens) + 1) == context  # again
+    assert Filling(prompt, 1).next_context(tok, out_seq_length=3) is None  # neither fits
+    strategy = BaseStrategy(top_k=1, end_tokens=[tok.get_command("eop")])
+    model = lively_model(vocab_size=tok.num_tokens, max_sequence_length=64)
+    [filled] = fill_blanks(model, tok, [prompt], strategy, out_seq_length=len(prompt.tokens) + 1)
+    assert filled.blanks[0][0] == "" and len(filled.blanks[0]) == 2
+
+
+def test_streamed_text_shows_each_part_once_and_waits_for_incomplete_characters():
+    shown = Shown()
+    assert [shown.delta(settled(t)) for t in ("Par", "Paris \ufffd", "Paris 巴", "Pa")] == \
+        ["Par", "is ", "巴", ""]
+    assert shown.text == "Paris 巴"
 
 
 def test_fill_blanks_batches_prompts_with_several_masks_as_each_alone(tokenizer):

@@ -10,13 +10,10 @@ import pytest
 
 from glm130b.cli import run
 from glm130b.generate import PROMPT, main
-from glm130b.generation import BaseStrategy, BeamSearchStrategy, build_prompt, fill_blanks
-from helpers import tiny_checkpoint
+from glm130b.generation import BaseStrategy, BeamSearchStrategy
+from helpers import FRANCE, NO_MASK, TWO_BLANKS, expected_fills, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FRANCE = "The capital of France is [MASK]."
-TWO_BLANKS = "法国的首都是[MASK]。二加三等于[MASK]。"
-NO_MASK = "Two plus three is"
 TOO_LONG = "one two three " * 30
 
 
@@ -29,20 +26,13 @@ def setup(tmp_path_factory):
     return model, tokenizer, args + ["--out-seq-length", "40"]
 
 
-def expected(model, tokenizer, texts, strategy_class, **kw):
-    end = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-    strategy = strategy_class(end_tokens=end, invalid_slices=[slice(tokenizer.num_tokens, None)],
-                              seed=1234, **kw)
-    prompts = [build_prompt(t, tokenizer, 64) for t in texts]
-    return fill_blanks(model, tokenizer, prompts, strategy, out_seq_length=40)
-
-
 def generate(args, stdin=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "glm130b.generate", *args], input=stdin,
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_file_mode_writes_one_file_per_prompt_with_id(setup, tmp_path):
     model, tokenizer, args = setup
     source = tmp_path / "prompts.txt"
@@ -51,7 +41,7 @@ def test_file_mode_writes_one_file_per_prompt_with_id(setup, tmp_path):
     proc = generate(args + ["--input-source", str(source), "--output-path", str(out),
                             "--with-id", "--top_p", "0.7"])
     assert proc.returncode == 0, proc.stderr
-    want = expected(model, tokenizer, [FRANCE, TWO_BLANKS, NO_MASK], BaseStrategy,
+    want = expected_fills(model, tokenizer, [FRANCE, TWO_BLANKS, NO_MASK], BaseStrategy,
                     top_k=0, top_p=0.7)
     assert sorted(p.name for p in out.iterdir()) == ["q1.txt", "q2.txt", "q3.txt"]
     for name, filled in zip(["q1", "q2", "q3"], want):
@@ -60,13 +50,14 @@ def test_file_mode_writes_one_file_per_prompt_with_id(setup, tmp_path):
     assert "3/3" in proc.stderr  # the progress bar
 
 
+@pytest.mark.slow
 def test_interactive_mode_through_stdin(setup, tmp_path):
     model, tokenizer, args = setup
     out = tmp_path / "samples"
     proc = generate(args + ["--output-path", str(out), "--top_p", "0.7"],
                     stdin=f"{FRANCE}\n\n{TOO_LONG}\nstop\n")
     assert proc.returncode == 0, proc.stderr
-    [filled] = expected(model, tokenizer, [FRANCE], BaseStrategy, top_k=0, top_p=0.7)
+    [filled] = expected_fills(model, tokenizer, [FRANCE], BaseStrategy, top_k=0, top_p=0.7)
     text = proc.stdout
     assert text.count(PROMPT.strip()) == 4  # asked again after each input
     assert f"Input: {FRANCE}" in text
@@ -89,7 +80,7 @@ def test_beam_search_files_without_id_and_all_beams(setup, tmp_path, capsys):
                         "--sampling-strategy", "BeamSearchStrategy", "--num-beams", "2",
                         "--length-penalty", "1.0", "--no-repeat-ngram-size", "3",
                         "--print-all-beams"]) == 0
-    want = expected(model, tokenizer, [FRANCE, second], BeamSearchStrategy, num_beams=2,
+    want = expected_fills(model, tokenizer, [FRANCE, second], BeamSearchStrategy, num_beams=2,
                     length_penalty=1.0, consider_end=True, no_repeat_ngram_size=3)
     files = sorted(out.iterdir(), key=lambda p: len(p.read_text(encoding="utf-8")))
     assert len(files) == 2 and all(p.name.startswith("The capital of Franc-") for p in files)
@@ -121,6 +112,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_ways_on_a_converted_checkpoint(setup, tmp_path, launcher):
     """The released-checkpoint path: reshard with convert_tp, then `torchrun --nproc_per_node 2`
@@ -142,6 +134,7 @@ def test_two_ways_on_a_converted_checkpoint(setup, tmp_path, launcher):
                            "--output-path", str(tmp_path / "out"), "--with-id", "--top_p", "0.7"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    want = expected(model, tokenizer, [FRANCE, TWO_BLANKS], BaseStrategy, top_k=0, top_p=0.7)
+    want = expected_fills(model, tokenizer, [FRANCE, TWO_BLANKS], BaseStrategy, top_k=0, top_p=0.7)
     for name, filled in zip(["q1", "q2"], want):
-        assert (tmp_path / "out" / f"{name}.txt").read_text(encoding="utf-8") == filled.answers[0] + "\n"
+        written = (tmp_path / "out" / f"{name}.txt").read_text(encoding="utf-8")
+        assert written == filled.answers[0] + "\n"

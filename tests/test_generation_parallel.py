@@ -1,5 +1,6 @@
 """Generation under tensor parallelism on gloo: rank 0's input reaches every rank, and every
 rank, sampling with the same seed, decodes what the single-process model decodes. One launch."""
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -8,6 +9,8 @@ from glm130b.parallel import broadcast_object
 from glm130b.generation import BaseStrategy, BeamSearchStrategy, batch_filling_sequence
 from glm130b.parallel import destroy_model_parallel, initialize_model_parallel
 from helpers import copy_into_shards, CONTEXTS, MASK_POSITIONS, lively_model
+
+pytestmark = pytest.mark.slow
 
 
 def decode(model):

@@ -105,16 +105,19 @@ def slow_logits(sd, cfg: GLMConfig, tokens, positions, blocked):
     for i in range(cfg.num_layers):
         p = f"transformer.layers.{i}."
         x = ln(h, p + "input_layernorm")
-        qkv = x @ sd[p + "attention.query_key_value.weight"].T + sd[p + "attention.query_key_value.bias"]
+        qkv = (x @ sd[p + "attention.query_key_value.weight"].T
+               + sd[p + "attention.query_key_value.bias"])
         ctx = []
         for head in range(heads):
             base = head * 3 * d
             q = torch.stack([rope(qkv[t, base:base + d], positions[t].item()) for t in range(s)])
-            k = torch.stack([rope(qkv[t, base + d:base + 2 * d], positions[t].item()) for t in range(s)])
+            k = torch.stack([rope(qkv[t, base + d:base + 2 * d], positions[t].item())
+                             for t in range(s)])
             v = qkv[:, base + 2 * d:base + 3 * d]
             scores = (q @ k.T / math.sqrt(d)).masked_fill(blocked, float("-inf"))
             ctx.append(torch.softmax(scores, -1) @ v)
-        attn = torch.cat(ctx, -1) @ sd[p + "attention.dense.weight"].T + sd[p + "attention.dense.bias"]
+        attn = (torch.cat(ctx, -1) @ sd[p + "attention.dense.weight"].T
+                + sd[p + "attention.dense.bias"])
         y = ln(alpha * x + attn, p + "post_attention_layernorm")
         u = y @ sd[p + "mlp.dense_h_to_4h.weight"].T + sd[p + "mlp.dense_h_to_4h.bias"]
         x1, x2 = u[:, :inner], u[:, inner:]

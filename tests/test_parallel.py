@@ -34,7 +34,8 @@ def batch():
     targets[:, :CONTEXT - 1] = -100  # loss on the generated part only, as in training
     pos = torch.arange(10).repeat(2, 1)
     pos[1, CONTEXT:] = 4  # a [MASK]-style row: generated tokens take the mask's position
-    return tokens, pos, AttentionMask.from_context_lengths([CONTEXT, CONTEXT], 10, batch_size=2), targets
+    mask = AttentionMask.from_context_lengths([CONTEXT, CONTEXT], 10, batch_size=2)
+    return tokens, pos, mask, targets
 
 
 def single_process_run(model):
@@ -157,6 +158,7 @@ def worker(rank, world, init_file, ckpt_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [2, 4])
 def test_tensor_parallel_equals_single_process(tmp_path, world):
     mp.spawn(worker, args=(world, str(tmp_path / "init"), str(tmp_path / "ckpt")), nprocs=world)
@@ -173,11 +175,13 @@ def test_tensor_parallel_equals_single_process(tmp_path, world):
     assert torch.equal(torch.cat([s0[dense], s1[dense]], dim=1), full[dense])
     glu = "transformer.layers.0.mlp.dense_h_to_4h.weight"
     halves = [s.chunk(2) for s in (s0[glu], s1[glu])]
-    assert torch.equal(torch.cat([halves[0][0], halves[1][0], halves[0][1], halves[1][1]]), full[glu])
+    merged = torch.cat([halves[0][0], halves[1][0], halves[0][1], halves[1][1]])
+    assert torch.equal(merged, full[glu])
     ln = "transformer.layers.1.post_attention_layernorm.weight"
     assert torch.equal(s0[ln], full[ln]) and torch.equal(s1[ln], full[ln])
 
 
+@pytest.mark.slow
 def test_pipeline_and_data_groups_follow_megatron_layout(tmp_path):
     mp.spawn(groups_worker, args=(str(tmp_path / "init"),), nprocs=4)
 

@@ -23,7 +23,8 @@ from helpers import expected_fill
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed "
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed "
                                  "(scripts/test.sh installs Debian's chromium)"),
               pytest.mark.usefixtures("one_thread")]
 
@@ -132,7 +133,7 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
     [want_beams] = fill_blanks(model, tokenizer, [prompt], beam_search, len(prompt.tokens) + 13)
     artifacts = Path(os.environ.get("GLM_TEST_ARTIFACTS", REPO / "test-artifacts"))
     with local_server(model, tokenizer, model_name="glm-tiny-test") as srv, \
-            tempfile.TemporaryDirectory() as profile:
+            tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = Browser(profile)
         try:
             browser.open(srv.url + "/")

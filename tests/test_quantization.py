@@ -124,7 +124,8 @@ def test_quantised_linear_equals_the_matmul_with_its_dequantised_weight(bits, dt
     x = torch.randn(3, 5, 48, dtype=dtype, requires_grad=True)
     for layer, kind in ((column, QuantizedColumnParallelLinear), (row, QuantizedRowParallelLinear)):
         q = quantize_linear(layer, bits)
-        assert isinstance(q, kind) and q.weight.dtype == torch.int8 and q.weight_scale.dtype == dtype
+        assert isinstance(q, kind) and q.weight.dtype == torch.int8
+        assert q.weight_scale.dtype == dtype
         assert not q.weight.requires_grad and not q.weight_scale.requires_grad
         ints = unpack_by_hand(q.weight) if bits == 4 else q.weight
         w = ints.to(dtype) * q.weight_scale[:, None]
@@ -266,7 +267,8 @@ def tp_worker(rank, world, init_file, ckpt_dir):
             own_scales = False
             for i, layer in enumerate(model.transformer.layers):
                 for name in BIG_FOUR:
-                    mine, full = layer.get_submodule(name), ref.transformer.layers[i].get_submodule(name)
+                    mine = layer.get_submodule(name)
+                    full = ref.transformer.layers[i].get_submodule(name)
                     if isinstance(mine, QuantizedColumnParallelLinear):
                         assert torch.equal(mine.weight, local_piece(full.weight, mine.weight))
                         assert torch.equal(mine.weight_scale, local_piece(full.weight_scale,
@@ -286,7 +288,8 @@ def tp_worker(rank, world, init_file, ckpt_dir):
                     p.copy_(local_piece(ref_params[name].detach(), p))
             quantize_model(model, bits)
             for name, p in model.named_parameters():
-                assert torch.equal(p, local_piece(dict(single[bits].named_parameters())[name], p)), name
+                whole = dict(single[bits].named_parameters())[name]
+                assert torch.equal(p, local_piece(whole, p)), name
             out = logits(model)
             assert (out - single_logits[bits]).abs().max() < 1e-5, "TP=2 logits differ"
 
@@ -302,6 +305,7 @@ def tp_worker(rank, world, init_file, ckpt_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_tp2_quantised_equals_tp1_quantised(tmp_path):
     mp.spawn(tp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ckpt")), nprocs=2)
     shards = sorted(p.name for p in (tmp_path / "ckpt" / "int4" / "release").iterdir())
@@ -346,7 +350,8 @@ def test_cpu_int8_kernel_matches_the_pure_path_and_is_chosen_for_bf16(tokens, ou
     odd = torch.randn(2, 136, dtype=dtype)  # a width the kernel cannot take: the pure path
     q, s = quantize_weight(torch.randn(out, 136, generator=g), 8)
     assert not cpu_int8_available(odd, 8)
-    assert torch.equal(quantized_matmul(odd, q, s.to(dtype), 8), pure_matmul(odd, q, s.to(dtype), 8))
+    assert torch.equal(quantized_matmul(odd, q, s.to(dtype), 8),
+                       pure_matmul(odd, q, s.to(dtype), 8))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused kernel runs on CUDA")
@@ -404,12 +409,13 @@ def test_planner_weights_for_glm130b_match_the_reference():
     cfg = GLMConfig.from_preset("glm-130b")
     for bits in (4, 8):
         for tp in (1, 4, 8):
-            assert weight_bytes_per_gpu(cfg, tp, torch.float16, bits) == hand_counted_weight_bytes(bits, tp)
+            assert (weight_bytes_per_gpu(cfg, tp, torch.float16, bits)
+                    == hand_counted_weight_bytes(bits, tp))
     fp16 = weight_bytes_per_gpu(cfg, 1, torch.float16)
     int8, int4 = (weight_bytes_per_gpu(cfg, 1, torch.float16, bits) for bits in (8, 4))
     # reference §5: FP16 ≈ 257 GB, INT8 ≈ 130 GB, INT4 ≈ 70 GB (its own count: 63.4 GB packed
     # + 3.7 GB embedding and the rest ≈ 67 GB); these are GB of 1e9 bytes
-    assert (round(fp16 / 1e9, 1), round(int8 / 1e9, 1), round(int4 / 1e9, 1)) == (257.4, 130.6, 67.2)
+    assert [round(b / 1e9, 1) for b in (fp16, int8, int4)] == [257.4, 130.6, 67.2]
     assert round(fp16 / 2**30, 1) == 239.7  # the "240 GiB" of the download
 
 
@@ -420,13 +426,17 @@ def test_planner_cache_and_activations_worked_by_hand():
     stream = 2 * 2048 * 12288 * 2
     attention = 6 * 2048 * 3072 * 2 + 3 * 24 * 2048 * 2048 * 4  # fp32 scores dominate
     dequantized = 2 * 32768 * 12288 // 4 * 2
-    assert activation_bytes_per_gpu(cfg, 4, 1, 2048, torch.float16, 4) == stream + attention + dequantized
+    assert (activation_bytes_per_gpu(cfg, 4, 1, 2048, torch.float16, 4)
+            == stream + attention + dequantized)
     assert activation_bytes_per_gpu(cfg, 4, 1, 2048, torch.float16) == stream + attention
 
 
+@pytest.mark.slow
 def test_planner_cli_answers_whether_130b_fits_four_24gb_cards_in_int4():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "glm130b.tools.memory", *a],
-                                    capture_output=True, text=True)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "glm130b.tools.memory", *a],
+                              capture_output=True, text=True)
+
     out = run("--preset", "glm-130b", "--tp", "4", "--bits", "4", "--batch", "1", "--seq", "2048")
     assert out.returncode == 0, out.stderr
     assert "weights per GPU at TP=4 in INT4 (fp16 elsewhere): 16.8 GB" in out.stdout
@@ -445,11 +455,10 @@ def test_quantization_flags():
     args = parser.parse_args(["--quantization-bit-width", "4", "--from-quantized-checkpoint",
                               "--load", "ckpt"])
     assert args.quantization_bit_width == 4 and args.from_quantized_checkpoint
-    check_quantization_args(args)
+    check_quantization_args(4, True, "ckpt")
     with pytest.raises(UsageError, match="needs --quantization-bit-width"):
-        check_quantization_args(parser.parse_args(["--from-quantized-checkpoint", "--load", "c"]))
+        check_quantization_args(None, True, "c")
     with pytest.raises(UsageError, match="needs --load"):
-        check_quantization_args(parser.parse_args(["--quantization-bit-width", "8",
-                                                   "--from-quantized-checkpoint"]))
+        check_quantization_args(8, True, None)
     with pytest.raises(SystemExit):
         parser.parse_args(["--quantization-bit-width", "3"])

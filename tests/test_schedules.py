@@ -1,5 +1,7 @@
-"""The recipe's schedules against hand-worked values (reference §8.2, §1.10), the FLOPs count
-against the model's own parameters and the paper's MFU, and the loss plot end to end."""
+"""The recipe's schedules against hand-worked values (reference §8.2, §1.10), the shrink as the
+trainer sets it, the training config as the command line makes it, the FLOPs count against the
+model's own parameters and the paper's MFU, and the loss plot end to end."""
+import dataclasses
 import os
 import re
 import subprocess
@@ -107,7 +109,8 @@ def test_batch_rampup_from_args_and_checks():
     ramp.check_divisible(1, 24)                   # the reference: micro-batch 1, DP 24
     ramp.check_divisible(2, 12)
     # 192 and 4224 split over 48 ranks, the increment of 24 does not
-    with pytest.raises(ValueError, match="increment 24 .*micro batch size 1 .*data parallel size 48"):
+    with pytest.raises(ValueError,
+                       match="increment 24 .*micro batch size 1 .*data parallel size 48"):
         ramp.check_divisible(1, 48)
     with pytest.raises(ValueError, match="global batch size 4224 .*size 5 .*size 1"):
         ramp.check_divisible(5, 1)
@@ -126,6 +129,63 @@ def test_shrink_schedule():
     for bad in (dict(alpha=0.0), dict(alpha=0.1, steps=[100]), dict(alpha=0.1, steps=[10, 0])):
         with pytest.raises(ValueError):
             ShrinkSchedule(**bad)
+
+
+def test_the_shrink_is_set_on_the_modules_and_leaves_the_config_alone():
+    """What the trainer does each step: `set_embedding_gradient_shrink` on the model (plain, or
+    the pipeline's embedding) scales the embedding's gradient by exactly the factor (a power of
+    two, so exactly), and nothing else; the config every module shares keeps its alpha, and
+    evaluation never shrinks."""
+    from glm130b.model.glm import set_embedding_gradient_shrink
+    from glm130b.training.pipeline import EmbeddingPipe
+
+    config = GLMConfig(num_layers=1, hidden_size=32, num_attention_heads=4, inner_hidden_size=48,
+                       vocab_size=64, hidden_dropout=0.0, attention_dropout=0.0,
+                       shrink_logit_embedding_gradient=True)  # both uses shrunk: the whole grad
+    before = dataclasses.asdict(config)
+    torch.manual_seed(0)
+    plain, pipe = GLM(config), EmbeddingPipe(config)
+    model = torch.nn.ModuleList([plain, pipe])
+    assert plain.shrink_alpha == pipe.shrink_alpha == 0.1  # the config's, to begin with
+    tokens = torch.randint(0, 64, (2, 8))
+
+    def gradients(alpha: float, training: bool = True) -> dict[str, torch.Tensor]:
+        set_embedding_gradient_shrink(model, alpha)
+        model.train(training).zero_grad()
+        plain(tokens).square().sum().backward()
+        pipe(pipe((tokens, None, None, None))[0]).square().sum().backward()
+        return {**{n: p.grad for n, p in plain.named_parameters()},
+                "pipe": pipe.word_embeddings.weight.grad}
+
+    full, shrunk = gradients(1.0), gradients(0.25)
+    assert plain.shrink_alpha == pipe.shrink_alpha == 0.25
+    embedding = ("transformer.word_embeddings.weight", "pipe")
+    assert all(full[name].abs().max() > 0 for name in embedding)
+    for name in full:
+        assert torch.equal(shrunk[name], 0.25 * full[name] if name in embedding else full[name])
+    evaluated = gradients(0.25, training=False)
+    assert all(torch.equal(evaluated[name], full[name]) for name in full)
+    assert dataclasses.asdict(config) == before
+
+
+def test_training_config_is_the_command_line_typed():
+    """`TrainingConfig`'s defaults are pretrain's; the logs go under --save unless given."""
+    from glm130b.pretrain import parse_args
+    from glm130b.training.options import TrainingConfig
+
+    required = ["--data-path", "corpus", "--global-batch-size", "8"]
+    assert parse_args(required + ["--train-iters", "5"])[1] == TrainingConfig(8, train_iters=5)
+    _, saving = parse_args(required + ["--train-samples", "80", "--save", "run",
+                                       "--train-log", "log.jsonl", "--checkpoint-activations"])
+    assert saving.recompute_activations and saving.train_samples == 80
+    assert (saving.tensorboard_dir, saving.train_log) == (str(Path("run", "tensorboard")),
+                                                          "log.jsonl")
+    for wrong in ([], ["--train-iters", "5", "--train-samples", "80"]):
+        with pytest.raises(SystemExit) as exit:  # a usage error, as argparse reports its own
+            parse_args(required + wrong)
+        assert exit.value.code == 2
+    with pytest.raises(UsageError, match="exactly one of --train-iters and --train-samples"):
+        TrainingConfig(8)
 
 
 def test_skip_ranges():

@@ -22,12 +22,9 @@ from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tok
 from glm130b.serving import local_server
 from glm130b.serving.scheduler import Choice, Scheduler, Request
 from glm130b.tools.loadtest import Report, completion_bodies, run_load
-from helpers import expected_fill, tiny_checkpoint
+from helpers import FRANCE, NO_MASK, TWO_BLANKS, expected_fill, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FRANCE = "The capital of France is [MASK]."
-TWO_BLANKS = "法国的首都是[MASK]。二加三等于[MASK]。"
-NO_MASK = "Two plus three is"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,7 +164,8 @@ def test_without_max_tokens_the_room_the_model_leaves(setup, server):
     room = 64 - len(build_prompt(NO_MASK, tokenizer, 64).tokens) - 1  # the default 64 won't fit
     status, answer = request(server.url, "/v1/completions", dict(prompt=NO_MASK, seed=3))
     assert status == 200
-    assert answer["choices"][0]["filled"] == expected_fill(model, tokenizer, NO_MASK, room, 3).answers[0]
+    want = expected_fill(model, tokenizer, NO_MASK, room, 3)
+    assert answer["choices"][0]["filled"] == want.answers[0]
 
 
 def test_health_models_and_the_playground_page(server):
@@ -249,7 +247,8 @@ def test_a_client_leaving_mid_stream_frees_its_place(setup):
         status, answer = request(srv.url, "/v1/completions", dict(prompt=FRANCE, max_tokens=3,
                                                                   seed=2))
         assert status == 200
-        assert answer["choices"][0]["filled"] == expected_fill(model, tokenizer, FRANCE, 3, 2).answers[0]
+        want = expected_fill(model, tokenizer, FRANCE, 3, 2)
+        assert answer["choices"][0]["filled"] == want.answers[0]
 
         # a client waiting for a whole answer that hangs up is noticed too
         wait_for(lambda: stats()["running_rows"] == 0, state=stats)  # the last one has left
@@ -262,6 +261,7 @@ def test_a_client_leaving_mid_stream_frees_its_place(setup):
         wait_for(lambda: stats()["running_rows"] == 0, state=stats)
 
 
+@pytest.mark.slow
 def test_timeouts_and_a_full_queue(setup):
     """One forward takes longer than the timeout: the running request and the one queued
     behind it both time out, a third finds the queue full; the server then goes on."""
@@ -330,6 +330,15 @@ def test_a_failing_request_does_not_disturb_the_others(setup):
         assert heard[k][-1] == ("done", None)
         filled = requests[k].choices[0].filling.result(tokenizer)
         assert filled.answers == expected_fill(model, tokenizer, text, 10, k).answers
+
+
+def test_a_blank_left_empty_for_want_of_budget_ends_the_choice_with_length(setup):
+    model, tokenizer, _ = setup
+    prompt = build_prompt(TWO_BLANKS, tokenizer, 64)
+    strategy = BaseStrategy(end_tokens=end_tokens(tokenizer))
+    choice = Choice(None, 0, prompt, strategy, len(prompt.tokens) + 1)
+    assert choice.next_blank(tokenizer, next(model.parameters()).device)  # the second fits
+    assert choice.finish_reason == "length" and choice.blank == 1
 
 
 # ---- bad requests --------------------------------------------------------------------------
@@ -411,6 +420,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_tp2_server_under_torchrun_answers_as_one_process(setup, tmp_path):
     model, tokenizer, args = setup
     load = args.index("--load") + 1

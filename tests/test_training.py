@@ -1,7 +1,6 @@
 """The DeepSpeed trainer, run as users run it (subprocesses, gloo on CPU): every parallel layout
 trains the same numbers as one process, a resumed run continues exactly, a crash mid-save loses
 nothing, a signal saves, and released weights in the reference layout start a pipeline run."""
-import argparse
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ from glm130b.checkpoint import save_checkpoint
 from glm130b.config import GLMConfig
 from glm130b.data.preprocess import preprocess
 from glm130b.model import GLM
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
@@ -184,9 +185,10 @@ def test_reference_checkpoint_at_tp2_starts_a_pipeline_run(data, tmp_path):
     """Released-style weights (reference layout, 2 shards) start a TP1 x PP2 run; its first
     loss equals the loss of the same weights evaluated directly on the same first batch."""
     from glm130b.checkpoint.convert_tp import convert
-    from glm130b.training.collate import collate
-    from glm130b.data.mixture import add_data_args, build_mixture
+    from glm130b.data.infilling import InfillingConfig
+    from glm130b.data.mixture import DataConfig, build_mixture
     from glm130b.tokenization import get_tokenizer
+    from glm130b.training.collate import collate
     from glm130b.training.engine import lm_loss
 
     torch.manual_seed(7)
@@ -198,11 +200,10 @@ def test_reference_checkpoint_at_tp2_starts_a_pipeline_run(data, tmp_path):
                       train_iters=1, train_log=log), procs=2)
     first = losses(log)[1]
 
-    args = add_data_args(argparse.ArgumentParser()).parse_args(
-        ["--data-path", data[1], "--seq-length", "64", "--length-per-sample", "60",
-         "--aggregated-samples-per-sequence", "2"])
-    args.seed = 1234
-    sampler = build_mixture(args, get_tokenizer("sentencepiece", data[0]))
+    infilling = InfillingConfig(seq_length=64, length_per_sample=60,
+                                aggregated_samples_per_sequence=2)
+    sampler = build_mixture(DataConfig([data[1]], infilling=infilling),
+                            get_tokenizer("sentencepiece", data[0]), seed=1234)
     model.train()
     with torch.no_grad():
         expected = []

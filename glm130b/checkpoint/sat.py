@@ -1,5 +1,6 @@
 """The reference's checkpoint layout (SwissArmyTransformer): a folder holding a text file
-`latest` that names the iteration (a number, or `release`), and `<iteration>/mp_rank_XX_model_states.pt`
+`latest` that names the iteration (a number, or `release`), and
+`<iteration>/mp_rank_XX_model_states.pt`
 per tensor-parallel rank, each a dict whose `module` entry is that rank's state dict.
 
 Every read is `torch.load(weights_only=True)`; every write goes to a temporary name and is

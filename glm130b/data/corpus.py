@@ -33,7 +33,8 @@ def _sentence_table():
     table = {}
     for language in facts.LANGUAGES:
         table[language] = [
-            [tuple(facts.sentence(rel, row, language, t) for t in range(len(rel.templates(language))))
+            [tuple(facts.sentence(rel, row, language, t)
+                   for t in range(len(rel.templates(language))))
              for row in rel.rows]
             for rel in facts.relations()
         ]

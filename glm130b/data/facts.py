@@ -35,7 +35,8 @@ class Relation:
         for template in self.templates_en + self.templates_zh:
             head, tail = split_template(template)
             if head.count("{s}") != 1:
-                raise ValueError(f"{self.name}: template needs one {{s}} before {{o}}: {template!r}")
+                raise ValueError(f"{self.name}: template needs one {{s}} before {{o}}: "
+                                 f"{template!r}")
         if not self.rows:
             raise ValueError(f"{self.name}: no rows")
 

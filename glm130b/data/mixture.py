@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import bisect
 import itertools
-from dataclasses import dataclass
-from typing import Iterator, Union
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 
@@ -111,10 +111,42 @@ def _pick(rng: np.random.Generator, cdf: list[float]) -> int:
     return min(bisect.bisect_right(cdf, rng.random()), len(cdf) - 1)
 
 
+@dataclass
+class DataConfig:
+    """What the mixture is made of, under `add_data_args`' names. The seed is not here: one
+    seed drives a run's initialisation and its data order alike, so `build_mixture` takes it
+    from the run."""
+    data_path: Sequence[str]  # PREFIX ... or WEIGHT PREFIX pairs, as `parse_data_path` reads
+    multitask_data_path: Sequence[str] = field(default_factory=list)
+    multitask_ratio: float = 0.05  # of instruction samples, when there is instruction data
+    gpt_prob: float = 0.7          # [gMASK] share of text samples
+    sent_prob: float = 0.0         # [sMASK] share; [MASK] gets the rest
+    infilling: InfillingConfig = field(default_factory=InfillingConfig)
+
+
+def build_mixture(config: DataConfig, tokenizer, seed: int) -> MixtureSampler:
+    """The sampler of `config`'s data: text sources weighted as given (else by size), the
+    instruction data sharing `multitask_ratio` by size."""
+    text = [(w, p, TokenSamples(IndexedDataset(p), config.infilling.length_per_sample))
+            for w, p in parse_data_path(config.data_path)]
+    instructions = [(p, InstructionPairs(p)) for p in config.multitask_data_path]
+    ratio = config.multitask_ratio if instructions else 0.0
+    sources = _shares([(p, d, w if w is not None else len(d)) for w, p, d in text], 1 - ratio)
+    sources += _shares([(p, d, len(d)) for p, d in instructions], ratio)
+    return MixtureSampler(sources, Infilling(tokenizer, config.infilling), seed, config.gpt_prob,
+                          config.sent_prob)
+
+
+def _shares(items, total: float) -> list[Source]:
+    weight_sum = sum(w for _, _, w in items) or 1.0
+    return [Source(name, data, total * w / weight_sum) for name, data, w in items]
+
+
 # ---- command line ---------------------------------------------------------------------------
 
 def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The data arguments under the reference's names (LargeScale's GLM-130B run)."""
+    """The data arguments under the reference's names (LargeScale's GLM-130B run): a
+    `DataConfig`, its `infilling` fields among the rest."""
     g = parser.add_argument_group("data")
     g.add_argument("--data-path", nargs="+", required=True, metavar="[WEIGHT] PREFIX",
                    help="token files from glm130b.data.preprocess; several as WEIGHT PREFIX "
@@ -149,19 +181,3 @@ def parse_data_path(items: list[str]) -> list[tuple[float | None, str]]:
         raise ValueError(f"--data-path takes PREFIX ... or WEIGHT PREFIX pairs, got {items}")
     return [(float(w), p) for w, p in zip(items[::2], items[1::2])]
 
-
-def build_mixture(args: argparse.Namespace, tokenizer) -> MixtureSampler:
-    config = InfillingConfig(**{k: getattr(args, k) for k in InfillingConfig.__dataclass_fields__})
-    text = [(w, p, TokenSamples(IndexedDataset(p), config.length_per_sample))
-            for w, p in parse_data_path(args.data_path)]
-    instructions = [(p, InstructionPairs(p)) for p in args.multitask_data_path]
-    ratio = args.multitask_ratio if instructions else 0.0
-    sources = _shares([(p, d, w if w is not None else len(d)) for w, p, d in text], 1 - ratio)
-    sources += _shares([(p, d, len(d)) for p, d in instructions], ratio)
-    return MixtureSampler(sources, Infilling(tokenizer, config), args.seed, args.gpt_prob,
-                          args.sent_prob)
-
-
-def _shares(items, total: float) -> list[Source]:
-    weight_sum = sum(w for _, _, w in items) or 1.0
-    return [Source(name, data, total * w / weight_sum) for name, data, w in items]

@@ -13,9 +13,10 @@ import argparse
 
 import numpy as np
 
-from glm130b.data.infilling import Sample
+from glm130b.cli import config_from_args, run
+from glm130b.data.infilling import InfillingConfig, Sample
+from glm130b.data.mixture import DataConfig, add_data_args, build_mixture
 from glm130b.errors import UsageError
-from glm130b.data.mixture import add_data_args, build_mixture
 from glm130b.tokenization import add_tokenizer_args, get_tokenizer
 
 NAMES = {"gmask": "[gMASK]", "mask": "[MASK]", "smask": "[sMASK]", "mip": "instruction (MIP)"}
@@ -68,7 +69,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
-        sampler = build_mixture(args, tokenizer)
+        data = config_from_args(DataConfig, args,
+                                infilling=config_from_args(InfillingConfig, args))
+        sampler = build_mixture(data, tokenizer, args.seed)
         sample = sampler.sample(args.index, args.objective)
     except (ValueError, IndexError) as e:
         raise UsageError(str(e)) from None
@@ -78,5 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from glm130b.cli import run
     run(main)

@@ -169,7 +169,8 @@ class GenerationTask(Task):
 
     def predict(self, batch: list, data: FileData) -> list[list[int]]:
         contexts, mask_positions = zip(*(self.sample(e) for e in batch))
-        outputs = generate_continuations(self.model, list(contexts), list(mask_positions), self.strategy,
+        outputs = generate_continuations(self.model, list(contexts), list(mask_positions),
+                                         self.strategy,
                            self.config.max_gen_length, self.config.unidirectional)
         return [self.choose(beams) for beams in outputs]
 

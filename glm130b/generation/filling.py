@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Iterable, Optional, Sequence
 
 import torch
 
@@ -133,6 +133,7 @@ class Filling:
     outputs: list[list[int]] = field(default_factory=list)
     last_pos: list[int] = field(default_factory=list)
     pieces: list[list[str]] = field(default_factory=list)
+    skipped: int = field(default=0, init=False)  # blanks left empty: no length budget left
 
     def __post_init__(self):
         self.outputs = [list(self.prompt.tokens)]
@@ -155,6 +156,19 @@ class Filling:
         """Where the blank being filled sits, as its positions need it: None for [gMASK],
         whose positions count on."""
         return None if self.prompt.use_gmask else self.seq.index(self.prompt.mask_id)
+
+    def next_context(self, tokenizer, out_seq_length: int) -> Optional[list[int]]:
+        """The context the next blank is generated after (the sequence and `sop`), or None
+        when no blank is left. A blank with no length budget left stays empty and counts in
+        `skipped`; the one after may still fit, as an empty blank takes its mask away."""
+        sop = tokenizer.get_command("sop")
+        while self.has_blank():
+            context = self.seq + [sop]
+            if len(context) < out_seq_length:
+                return context
+            self.take([context], tokenizer, ())
+            self.skipped += 1
+        return None
 
     def take(self, results: list[list[int]], tokenizer, end_tokens,
              texts: Optional[Sequence[str]] = None) -> None:
@@ -190,19 +204,12 @@ def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_l
     on_token(prompt index, blank index, ids of the blank so far) is called after each step
     when the strategy keeps one sequence per prompt (for streaming output).
     """
-    sop = tokenizer.get_command("sop")
     states = [Filling(p, strategy.num_beams) for p in prompts]
     while True:
-        active = [i for i, s in enumerate(states) if s.has_blank()]
+        contexts = {i: s.next_context(tokenizer, out_seq_length) for i, s in enumerate(states)}
+        active = [i for i, context in contexts.items() if context is not None]
         if not active:
             break
-        # A blank with no length budget left stays empty.
-        for i in [i for i in active if len(states[i].seq) + 1 >= out_seq_length]:
-            states[i].take([states[i].seq + [sop]], tokenizer, strategy.end_tokens)
-        active = [i for i in active if len(states[i].seq) + 1 < out_seq_length]
-        if not active:
-            continue
-        contexts = [states[i].seq + [sop] for i in active]
         positions = [states[i].mask_position() for i in active]
         on_step = None
         if on_token is not None and strategy.num_beams == 1:
@@ -210,8 +217,35 @@ def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_l
                 for row, i in enumerate(active):
                     on_token(i, states[i].num_blanks_filled,
                              [t for t in tokens[row, width:].tolist() if t >= 0])
-        results = batch_filling_sequence(model, contexts, positions, strategy, out_seq_length,
-                                         use_cache, on_step)
+        results = batch_filling_sequence(model, [contexts[i] for i in active], positions,
+                                         strategy, out_seq_length, use_cache, on_step)
         for i, result in zip(active, results):
             states[i].take(result, tokenizer, strategy.end_tokens)
     return [s.result(tokenizer) for s in states]
+
+
+def blank_ids(ids: Iterable[int], end_tokens: Collection[int]) -> list[int]:
+    """What a blank's text is made of: its generated ids without the end token, nor the -1
+    that follow it in a row that ended before the others."""
+    return [t for t in ids if t >= 0 and t not in end_tokens]
+
+
+def settled(text: str) -> str:
+    """A growing text without its trailing incomplete character: a byte-fallback piece whose
+    next bytes have not come yet reads as U+FFFD."""
+    return text.rstrip("\ufffd")
+
+
+class Shown:
+    """What has been shown of a blank's growing text. Detokenizing more ids may change its
+    last characters: a text that no longer extends what was shown waits until it does."""
+
+    def __init__(self):
+        self.text = ""
+
+    def delta(self, text: str) -> str:
+        """What `text` adds to what was shown, now shown too."""
+        if not text.startswith(self.text):
+            return ""
+        new, self.text = text[len(self.text):], text
+        return new

@@ -283,20 +283,17 @@ class SamplingConfig:
     seed: Optional[int] = None
 
 
-def build_strategy(tokenizer, vocab_size: int, *, sampling_strategy: str = "BaseStrategy",
-                   temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                   num_beams: int = 1, length_penalty: float = 0.0,
-                   no_repeat_ngram_size: int = 0, min_gen_length: int = 0,
-                   seed: Optional[int] = None):
+def build_strategy(tokenizer, vocab_size: int, sampling: SamplingConfig):
     """The strategy `generate` decodes with: it ends a blank at [eop]/eos and never picks the
-    vocabulary's padding rows. Takes `SamplingConfig`'s fields: `**asdict(config)`."""
+    vocabulary's padding rows."""
     ends, invalid = end_tokens(tokenizer), padding_slices(tokenizer, vocab_size)
-    if sampling_strategy == "BaseStrategy":
-        return BaseStrategy(invalid_slices=invalid, temperature=temperature, top_k=top_k,
-                            top_p=top_p, end_tokens=ends, seed=seed)
-    if sampling_strategy != "BeamSearchStrategy":
-        raise ValueError(f"unknown sampling strategy {sampling_strategy!r}")
-    return BeamSearchStrategy(num_beams, length_penalty=length_penalty, consider_end=True,
+    s = sampling
+    if s.sampling_strategy == "BaseStrategy":
+        return BaseStrategy(invalid_slices=invalid, temperature=s.temperature, top_k=s.top_k,
+                            top_p=s.top_p, end_tokens=ends, seed=s.seed)
+    if s.sampling_strategy != "BeamSearchStrategy":
+        raise ValueError(f"unknown sampling strategy {s.sampling_strategy!r}")
+    return BeamSearchStrategy(s.num_beams, length_penalty=s.length_penalty, consider_end=True,
                               end_tokens=ends, invalid_slices=invalid,
-                              no_repeat_ngram_size=no_repeat_ngram_size,
-                              min_gen_length=min_gen_length, seed=seed)
+                              no_repeat_ngram_size=s.no_repeat_ngram_size,
+                              min_gen_length=s.min_gen_length, seed=s.seed)

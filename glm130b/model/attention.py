@@ -62,7 +62,8 @@ def attention_mask_for(impl: str, blocked: torch.Tensor, dtype: torch.dtype) -> 
     other rows through 0 * NaN."""
     if impl == "reference":
         return blocked
-    return torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(blocked, -10000.0)
+    zeros = torch.zeros(blocked.shape, dtype=dtype, device=blocked.device)
+    return zeros.masked_fill(blocked, -10000.0)
 
 
 class SelfAttention(nn.Module):
@@ -75,8 +76,8 @@ class SelfAttention(nn.Module):
         self.layer_id, self.head_dim, self.local_heads = layer_id, config.head_dim, heads // world
         self.impl, self.dropout = config.attention_impl, config.attention_dropout
         # Column split by whole heads: the per-head [q, k, v] row layout keeps heads contiguous.
-        self.query_key_value = ColumnParallelLinear(h, 3 * h,
-                                                    init_method=fused_qkv(h, heads, config.deepnorm_beta))
+        self.query_key_value = ColumnParallelLinear(
+            h, 3 * h, init_method=fused_qkv(h, heads, config.deepnorm_beta))
         self.dense = RowParallelLinear(h, h, init_method=xavier_normal(config.deepnorm_beta, h, h))
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],

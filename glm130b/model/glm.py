@@ -37,26 +37,46 @@ def shrink_gradient(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return x if alpha == 1.0 or not torch.is_grad_enabled() else _ScaleGradient.apply(x, alpha)
 
 
+class EmbeddingGradientShrink:
+    """A module that applies the embedding gradient shrink (reference §1.10) holds the alpha it
+    applies now, `shrink_alpha`: the config's to begin with; the trainer moves it along
+    --shrink-embedding-gradient-steps with `set_embedding_gradient_shrink`. A runtime setting
+    of the module, not of the config, which every module shares and which never changes."""
+    shrink_alpha: float
+
+
+def set_embedding_gradient_shrink(module: nn.Module, alpha: float) -> None:
+    """Shrink the embedding gradient by `alpha` from the next forward on, in every module under
+    `module` that applies it (`GLM`, or the pipeline's embedding on the stages that hold it)."""
+    for m in module.modules():
+        if isinstance(m, EmbeddingGradientShrink):
+            m.shrink_alpha = alpha
+
+
 def embed(embedding: VocabParallelEmbedding, input_ids: torch.Tensor, config: GLMConfig,
-          training: bool) -> torch.Tensor:
-    """The embedding output, gradient-shrunk and dropped out in training."""
-    alpha = config.shrink_embedding_gradient_alpha if training else 1.0
-    h = shrink_gradient(embedding(input_ids), alpha)
+          training: bool, shrink_alpha: float) -> torch.Tensor:
+    """The embedding output, in training gradient-shrunk by `shrink_alpha` and dropped out."""
+    h = embedding(input_ids)
+    if training:
+        h = shrink_gradient(h, shrink_alpha)
     return F.dropout(h, config.hidden_dropout, training)
 
 
 def tied_logits(embedding: VocabParallelEmbedding, h: torch.Tensor, config: GLMConfig,
-                training: bool, parallel_output: bool) -> torch.Tensor:
+                training: bool, parallel_output: bool, shrink_alpha: float) -> torch.Tensor:
+    """Logits from the embedding matrix; with `shrink_logit_embedding_gradient` its gradient
+    from here is shrunk in training as well."""
     weight = embedding.weight
     if training and config.shrink_logit_embedding_gradient:
-        weight = shrink_gradient(weight, config.shrink_embedding_gradient_alpha)
+        weight = shrink_gradient(weight, shrink_alpha)
     return parallel_lm_logits(h, weight, parallel_output)
 
 
-class GLM(nn.Module):
+class GLM(nn.Module, EmbeddingGradientShrink):
     def __init__(self, config: GLMConfig):
         super().__init__()
         self.config = config
+        self.shrink_alpha = config.shrink_embedding_gradient_alpha
         self.transformer = nn.ModuleDict(dict(
             word_embeddings=VocabParallelEmbedding(config.vocab_size, config.hidden_size,
                                                    init_method=normal(config.init_method_std)),
@@ -81,13 +101,14 @@ class GLM(nn.Module):
         blocked = dense_mask(attention_mask, b, s, past, input_ids.device)
         rope = self.rotary(position_ids)
 
-        h = embed(self.transformer.word_embeddings, input_ids, self.config, self.training)
+        h = embed(self.transformer.word_embeddings, input_ids, self.config, self.training,
+                  self.shrink_alpha)
         mask = attention_mask_for(self.config.attention_impl, blocked, h.dtype)
         for layer in self.transformer.layers:
             h = layer(h, rope, mask, kv_cache)
         h = self.transformer.final_layernorm(h)
         return tied_logits(self.transformer.word_embeddings, h, self.config, self.training,
-                           parallel_output)
+                           parallel_output, self.shrink_alpha)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -138,7 +138,8 @@ class VocabParallelEmbedding(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _init_sharded(self.weight, (self.num_embeddings, self.embedding_dim), self.init_method, 0, 1)
+        _init_sharded(self.weight, (self.num_embeddings, self.embedding_dim), self.init_method,
+                      0, 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if get_tensor_model_parallel_world_size() == 1:

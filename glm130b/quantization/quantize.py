@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import UsageError
-from .layers import quantize_linear
+from .quantized_linear import quantize_linear
 from .packing import quantize_weight
 
 QUANTIZED_LINEARS = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h",
@@ -36,11 +36,12 @@ def add_quantization_args(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def check_quantization_args(args: argparse.Namespace) -> None:
+def check_quantization_args(bits: Optional[int], from_quantized_checkpoint: bool,
+                            load: Optional[str]) -> None:
     """The flag combinations that cannot work, as one-line usage errors."""
-    if args.from_quantized_checkpoint and args.quantization_bit_width is None:
+    if from_quantized_checkpoint and bits is None:
         raise UsageError("--from-quantized-checkpoint needs --quantization-bit-width 4 or 8")
-    if args.from_quantized_checkpoint and not getattr(args, "load", None):
+    if from_quantized_checkpoint and not load:
         raise UsageError("--from-quantized-checkpoint needs --load")
 
 

@@ -6,23 +6,22 @@ import contextlib
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Iterator, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional
 
 from ..generation import DecodeBatch
-from .api import Settings, create_app
+from .api import ServingConfig, create_app
 from .scheduler import Scheduler
 
 
-def build(model, tokenizer, batch: Optional[DecodeBatch] = None, max_batch_size: int = 32,
-          max_queue: int = 256, idle=None, model_name: str = "glm", **settings):
-    """The scheduler and the application for a loaded model; `settings` as `api.Settings`."""
+def build(model, tokenizer, config: Optional[ServingConfig] = None,
+          batch: Optional[DecodeBatch] = None, idle: Optional[Callable[[], None]] = None):
+    """The scheduler and the application for a loaded model (`config`'s host and port are
+    for whoever listens); `idle` is called about once a minute while nothing runs."""
+    config = ServingConfig() if config is None else config
     batch = DecodeBatch(model) if batch is None else batch  # an empty batch is falsy
-    scheduler = Scheduler(batch, tokenizer, max_batch_size, max_queue, idle)
-    settings = Settings(model_name=model_name,
-                        max_sequence_length=model.config.max_sequence_length,
-                        vocab_size=model.config.vocab_size, **settings)
-    return scheduler, create_app(scheduler, tokenizer, settings)
+    scheduler = Scheduler(batch, tokenizer, config.max_batch_size, config.max_queue, idle)
+    return scheduler, create_app(scheduler, tokenizer, config, model.config)
 
 
 @dataclass
@@ -32,14 +31,15 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def local_server(model, tokenizer, port: int = 0, **options) -> Iterator[LocalServer]:
-    """A server on a loopback port (0: a free one), on background threads, for as long as the
-    `with` block runs. `options` as `build`'s."""
+def local_server(model, tokenizer, **options) -> Iterator[LocalServer]:
+    """A server on background threads for as long as the `with` block runs; `options` as
+    `ServingConfig`'s fields, its port 0 here: a free one."""
     import uvicorn
 
-    scheduler, app = build(model, tokenizer, **options)
+    config = replace(ServingConfig(port=0), **options)
+    scheduler, app = build(model, tokenizer, config)
     sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
+    sock.bind((config.host, config.port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     threads = [threading.Thread(target=scheduler.run, daemon=True),
                threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True)]
@@ -50,7 +50,7 @@ def local_server(model, tokenizer, port: int = 0, **options) -> Iterator[LocalSe
             if not threads[1].is_alive():
                 raise RuntimeError("the HTTP server did not start")
             time.sleep(0.01)
-        yield LocalServer(f"http://127.0.0.1:{sock.getsockname()[1]}", scheduler)
+        yield LocalServer("http://%s:%d" % sock.getsockname(), scheduler)
     finally:
         server.should_exit = True
         scheduler.stop()

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Literal, Optional, Union
 
@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..config import GLMConfig
 from ..errors import ApiError, PromptError, Unavailable
-from ..generation import build_prompt, build_strategy
+from ..generation import SamplingConfig, build_prompt, build_strategy
 from .scheduler import Choice, Scheduler, Request
 
 log = logging.getLogger("glm130b.serve")
@@ -33,15 +34,18 @@ MAX_STOP = 4
 
 
 @dataclass
-class Settings:
-    model_name: str
-    max_sequence_length: int
-    vocab_size: int
+class ServingConfig:
+    """How a model is served: `python -m glm130b.serve`'s serving flags, under their names."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_name: str = "glm"                  # the id clients pass as 'model'
+    api_key: Optional[str] = None            # None: /v1 is open
+    max_batch_size: int = 32                 # rows decoded together
+    max_queue: int = 256                     # requests waiting for a place; more get 503
+    request_timeout: float = 300.0           # seconds, queue included
+    max_request_bytes: int = 1 << 20
     default_max_tokens: int = 64
     max_tokens_limit: Optional[int] = None   # None: what the model's length allows
-    max_request_bytes: int = 1 << 20
-    request_timeout: float = 300.0
-    api_key: Optional[str] = None
 
 
 def error_response(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
@@ -117,13 +121,13 @@ class Planner:
     """Turns a validated request into choices, checking what only the model can tell: the
     prompt's length, the budget, the rows the batch can hold."""
 
-    def __init__(self, tokenizer, settings: Settings, max_batch_size: int):
-        self.tokenizer, self.settings, self.max_batch_size = tokenizer, settings, max_batch_size
+    def __init__(self, tokenizer, config: ServingConfig, model: GLMConfig):
+        self.tokenizer, self.config, self.model = tokenizer, config, model
 
     def choices(self, texts: list[str], req: Options, n: int,
                 beam: Optional[FillRequest] = None) -> list[Choice]:
         """Runs off the event loop: tokenizing a long prompt takes a while."""
-        s = self.settings
+        s, length = self.config, self.model.max_sequence_length
         if req.model is not None and req.model != s.model_name:
             raise ApiError(404, f"model '{req.model}' is not served here; this server has "
                                 f"'{s.model_name}'", "model")
@@ -135,33 +139,33 @@ class Planner:
             raise ApiError(400, "beam search answers once, at the end: it takes neither "
                                 "stream nor stop", "stream" if req.stream else "stop")
         rows = len(texts) * n * beams
-        if rows > self.max_batch_size:
+        if rows > s.max_batch_size:
             raise ApiError(400, f"the request needs {rows} rows (prompts x n x beams); this "
-                                f"server decodes at most {self.max_batch_size} at once", "n")
+                                f"server decodes at most {s.max_batch_size} at once", "n")
         if not texts:
             raise ApiError(400, "prompt: give at least one prompt", "prompt")
-        if req.top_k >= s.vocab_size:
-            raise ApiError(400, f"top_k: must be below the vocabulary size {s.vocab_size}",
-                           "top_k")
-        limit = s.max_tokens_limit or s.max_sequence_length
+        if req.top_k >= self.model.vocab_size:
+            raise ApiError(400, f"top_k: must be below the vocabulary size "
+                                f"{self.model.vocab_size}", "top_k")
+        limit = s.max_tokens_limit or length
         if req.max_tokens is not None and req.max_tokens > limit:
             raise ApiError(400, f"max_tokens: at most {limit}", "max_tokens")
         choices = []
         for i, text in enumerate(texts):
             try:
-                prompt = build_prompt(text, self.tokenizer, s.max_sequence_length)
+                prompt = build_prompt(text, self.tokenizer, length)
             except PromptError as e:
                 raise ApiError(400, f"prompt: {e}", "prompt") from None
-            room = s.max_sequence_length - len(prompt.tokens) - 1  # its `sop` comes first
+            room = length - len(prompt.tokens) - 1  # its `sop` comes first
             # Not given: the server's default, or what room the model leaves.
             max_tokens = req.max_tokens or min(s.default_max_tokens, limit, room)
             if max_tokens > room:
                 raise ApiError(400, f"the prompt is {len(prompt.tokens)} tokens: with "
                                     f"max_tokens {max_tokens} it exceeds the model's "
-                                    f"{s.max_sequence_length}", "max_tokens")
+                                    f"{length}", "max_tokens")
             if max_tokens < 1:
                 raise ApiError(400, f"prompt: {len(prompt.tokens)} tokens leave no room to "
-                                    f"generate in the model's {s.max_sequence_length}", "prompt")
+                                    f"generate in the model's {length}", "prompt")
             # The reference's budget (--out-seq-length) counts the prompt and its `sop`.
             out_seq_length = len(prompt.tokens) + 1 + max_tokens
             for j in range(n):
@@ -176,15 +180,15 @@ class Planner:
         seed = (req.seed if req.seed is not None
                 else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
         greedy = req.temperature == 0
-        return build_strategy(
-            self.tokenizer, self.settings.vocab_size,
-            sampling_strategy=beam.sampling_strategy if beam else "BaseStrategy",
+        sampling = SamplingConfig(
             temperature=1.0 if greedy else req.temperature, top_k=1 if greedy else req.top_k,
-            top_p=0.0 if req.top_p >= 1.0 else req.top_p, seed=seed,
-            num_beams=beam.num_beams if beam else 1,
-            length_penalty=beam.length_penalty if beam else 1.0,
-            no_repeat_ngram_size=beam.no_repeat_ngram_size if beam else 0,
-            min_gen_length=beam.min_gen_length if beam else 0)
+            top_p=0.0 if req.top_p >= 1.0 else req.top_p, seed=seed)
+        if beam is not None:
+            sampling = replace(sampling, sampling_strategy=beam.sampling_strategy,
+                               num_beams=beam.num_beams, length_penalty=beam.length_penalty,
+                               no_repeat_ngram_size=beam.no_repeat_ngram_size,
+                               min_gen_length=beam.min_gen_length)
+        return build_strategy(self.tokenizer, self.model.vocab_size, sampling)
 
 
 # ---- responses ---------------------------------------------------------------------------
@@ -222,9 +226,10 @@ def sse(data) -> str:
 
 # ---- the application ---------------------------------------------------------------------
 
-def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
+def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
+               model: GLMConfig) -> FastAPI:
     app = FastAPI(title="glm130b", docs_url=None, redoc_url=None)
-    planner = Planner(tokenizer, settings, scheduler.max_batch_size)
+    planner = Planner(tokenizer, config, model)
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -241,24 +246,24 @@ def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
         return error_response(500, f"internal error: {type(e).__name__}")
 
     def authorize(http: HttpRequest) -> None:
-        if settings.api_key is None:
+        if config.api_key is None:
             return
         given = http.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
+        if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     @app.get("/health")
     async def health():
         if scheduler.failure is not None:
             return error_response(503, f"the model failed: {scheduler.failure}")
-        return dict(status="ok", model=settings.model_name, **scheduler.stats())
+        return dict(status="ok", model=config.model_name, **scheduler.stats())
 
     @app.get("/v1/models")
     async def models(http: HttpRequest):
         authorize(http)
-        return dict(object="list", data=[dict(id=settings.model_name, object="model",
+        return dict(object="list", data=[dict(id=config.model_name, object="model",
                                               created=created, owned_by="glm130b",
-                                              max_sequence_length=settings.max_sequence_length)])
+                                              max_sequence_length=model.max_sequence_length)])
 
     page = (resources.files(__package__) / "playground.html").read_text(encoding="utf-8")
 
@@ -277,7 +282,7 @@ def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
             except RuntimeError:  # the event loop has closed: the server is going down
                 pass
 
-        request = Request(choices, emit, timeout=settings.request_timeout, streaming=stream)
+        request = Request(choices, emit, timeout=config.request_timeout, streaming=stream)
         try:
             scheduler.submit(request)
         except Unavailable as e:
@@ -329,12 +334,12 @@ def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(http: HttpRequest):
         authorize(http)
-        req = await read_body(http, CompletionRequest, settings.max_request_bytes)
+        req = await read_body(http, CompletionRequest, config.max_request_bytes)
         texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         choices = await run_in_threadpool(planner.choices, texts, req, req.n)
         ident = f"cmpl-{uuid.uuid4().hex}"
         head = dict(id=ident, object="text_completion", created=int(time.time()),
-                    model=settings.model_name)
+                    model=config.model_name)
 
         def chunk(event):
             return dict(head, choices=[dict(index=event["index"], text=event["text"],
@@ -354,11 +359,11 @@ def create_app(scheduler: Scheduler, tokenizer, settings: Settings) -> FastAPI:
     @app.post("/v1/fill")
     async def fill(http: HttpRequest):
         authorize(http)
-        req = await read_body(http, FillRequest, settings.max_request_bytes)
+        req = await read_body(http, FillRequest, config.max_request_bytes)
         beam = req if req.sampling_strategy == "BeamSearchStrategy" else None
         [choice] = await run_in_threadpool(planner.choices, [req.text], req, 1, beam)
         head = dict(id=f"fill-{uuid.uuid4().hex}", created=int(time.time()),
-                    model=settings.model_name)
+                    model=config.model_name)
 
         def chunk(event):
             return dict(head, object="fill.chunk", **event)

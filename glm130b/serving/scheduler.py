@@ -24,7 +24,8 @@ import torch
 
 from ..errors import Unavailable
 from ..parallel import broadcast_object
-from ..generation import BaseStrategy, DecodeBatch, Filling, Prompt, pad_left
+from ..generation import (BaseStrategy, DecodeBatch, Filling, Prompt, Shown, blank_ids, pad_left,
+                          settled)
 
 log = logging.getLogger("glm130b.serve")
 
@@ -45,7 +46,7 @@ class Choice:
     tokens: torch.Tensor = field(init=False)  # [rows, context + generated], -1 after an end
     context_length: int = field(init=False, default=0)
     mask_position: Optional[int] = field(init=False, default=None)
-    shown: str = field(init=False, default="")  # what has been streamed of the current blank
+    shown: Shown = field(init=False)  # what has been streamed of the current blank
     cut: Optional[tuple[int, str]] = field(init=False, default=None)  # by a stop: (ids, text)
 
     def __post_init__(self):
@@ -64,20 +65,17 @@ class Choice:
         return self.filling.num_blanks_filled
 
     def next_blank(self, tokenizer, device: torch.device) -> bool:
-        """Set up the next blank; False when none is left. A blank with no budget left stays
-        empty, as in `fill_blanks`."""
-        sop = tokenizer.get_command("sop")
-        while self.filling.has_blank():
-            context = self.filling.seq + [sop]
-            if len(context) < self.out_seq_length:
-                self.tokens = torch.tensor([context], device=device)
-                self.context_length, self.mask_position = len(context), self.filling.mask_position()
-                self.shown, self.cut = "", None
-                self.strategy.start(1, device)
-                return True
+        """Set up the next blank, as `fill_blanks` would; False when none is left."""
+        context = self.filling.next_context(tokenizer, self.out_seq_length)
+        if self.filling.skipped:
             self.finish_reason = "length"
-            self.filling.take([context], tokenizer, self.strategy.end_tokens)
-        return False
+        if context is None:
+            return False
+        self.tokens = torch.tensor([context], device=device)
+        self.context_length, self.mask_position = len(context), self.filling.mask_position()
+        self.shown, self.cut = Shown(), None
+        self.strategy.start(1, device)
+        return True
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's last token and its position ([MASK]: the mask's; [gMASK]: counting on)."""
@@ -104,8 +102,7 @@ class Choice:
         into a stop string; a stop string ends the blank there."""
         if self.max_rows != 1 or not (self.request.streaming or self.stop):
             return None  # nobody reads the text before the end: no work per step
-        ends = set(self.strategy.end_tokens)
-        ids = [t for t in self.tokens[0, self.context_length:].tolist() if t >= 0 and t not in ends]
+        ids = blank_ids(self.tokens[0, self.context_length:].tolist(), self.strategy.end_tokens)
         text = tokenizer.detokenize(ids)
         hits = [text.find(s) for s in self.stop if s in text]
         if hits:
@@ -115,17 +112,11 @@ class Choice:
                 kept -= 1
             self.cut = (kept, text)
         else:
-            text = text.rstrip("\ufffd")  # a byte-fallback character still incomplete
+            text = settled(text)
             held = max((n for s in self.stop for n in range(1, min(len(s), len(text) + 1))
                         if text.endswith(s[:n])), default=0)
             text = text[:len(text) - held]
-        return self._delta(text)
-
-    def _delta(self, text: str) -> Optional[str]:
-        if not text.startswith(self.shown) or text == self.shown:
-            return None
-        delta, self.shown = text[len(self.shown):], text
-        return delta
+        return self.shown.delta(text) or None
 
     def end_blank(self, tokenizer) -> Optional[str]:
         """Put the blank in place; returns the text not streamed yet."""
@@ -134,14 +125,14 @@ class Choice:
         texts = None
         if self.cut is not None:
             kept, text = self.cut
-            body = [t for t in results[0][self.context_length:] if t not in ends]
+            body = blank_ids(results[0][self.context_length:], ends)
             results, texts = [results[0][:self.context_length] + body[:kept]], [text]
         elif results[0][-1] not in ends:
             self.finish_reason = "length"
         self.completion_tokens += len(results[0]) - self.context_length
         self.filling.take(results, tokenizer, ends, texts)
         streamed = self.max_rows == 1 and self.request.streaming
-        return self._delta(self.filling.pieces[0][-1]) if streamed else None
+        return (self.shown.delta(self.filling.pieces[0][-1]) or None) if streamed else None
 
 
 @dataclass

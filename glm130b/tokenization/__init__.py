@@ -13,7 +13,8 @@ from glm130b.tokenization.ice import IceTokenizer, default_model_path
 from glm130b.tokenization.sentencepiece_tokenizer import SentencePieceTokenizer
 
 __all__ = ["GLMTokenizer", "IceTokenizer", "SentencePieceTokenizer", "SPECIAL_TOKENS",
-           "TOKENIZER_TYPES", "get_tokenizer", "add_tokenizer_args", "check_vocab_size", "default_model_path"]
+           "TOKENIZER_TYPES", "get_tokenizer", "add_tokenizer_args", "check_vocab_size",
+           "default_model_path"]
 
 # "icetk-glm-130B" is the reference's --tokenizer-type value.
 TOKENIZER_TYPES = ("icetk-glm-130B", "sentencepiece")

@@ -78,7 +78,8 @@ def train_tokenizer(inputs, output_prefix: str | os.PathLike, vocab_size: int = 
             sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
             model_type=model_type, character_coverage=character_coverage,
             normalization_rule_tsv=str(rule), byte_fallback=True, hard_vocab_limit=False,
-            max_sentencepiece_length=max_piece_length, add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+            max_sentencepiece_length=max_piece_length, add_dummy_prefix=True,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=3,
             user_defined_symbols=[NEWLINE_PIECE], num_threads=os.cpu_count() or 1,
             minloglevel=1)
     return prefix.with_name(prefix.name + ".model")

@@ -1,16 +1,15 @@
 """The DeepSpeed engine around GLM: process groups, the model (plain, or a pipeline when PP > 1),
 its initialisation, AdamW, and the DeepSpeed config assembled from a JSON file and the
-command line.
+`TrainingConfig`.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,11 +20,12 @@ from ..errors import CheckpointError, UsageError
 from ..config import GLMConfig
 from ..model import GLM
 from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
-                        get_data_parallel_world_size, get_tensor_model_parallel_group, get_tensor_model_parallel_rank,
-                        get_tensor_model_parallel_world_size, initialize_distributed,
-                        is_rank0, merge, model_parallel_manual_seed, shard,
-                        vocab_parallel_cross_entropy)
+                        get_data_parallel_world_size, get_tensor_model_parallel_group,
+                        get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size,
+                        initialize_distributed, is_rank0, merge, model_parallel_manual_seed,
+                        shard, vocab_parallel_cross_entropy)
 from ..checkpoint.deepspeed_layout import reference_name
+from .options import TrainingConfig
 from .pipeline import build_pipeline
 from .recompute import recompute, recompute_layers
 
@@ -106,37 +106,37 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def deepspeed_config(args: argparse.Namespace, global_batch: int) -> dict:
-    """The JSON file's settings, with the command line's batch sizes and explicit overrides."""
+def deepspeed_config(training: TrainingConfig, global_batch: int) -> dict:
+    """The JSON file's settings, with the run's batch sizes and explicit overrides."""
     config = {}
-    if args.deepspeed_config:
-        path = Path(args.deepspeed_config)
+    if training.deepspeed_config:
+        path = Path(training.deepspeed_config)
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
-    dp = get_data_parallel_world_size()
-    if global_batch % (args.micro_batch_size * dp):
+    micro, dp = training.micro_batch_size, get_data_parallel_world_size()
+    if global_batch % (micro * dp):
         raise UsageError(f"global batch {global_batch} is not divisible by micro-batch "
-                         f"{args.micro_batch_size} x data-parallel size {dp}")
-    config.update(train_batch_size=global_batch,
-                  train_micro_batch_size_per_gpu=args.micro_batch_size,
-                  gradient_accumulation_steps=global_batch // (args.micro_batch_size * dp))
+                         f"{micro} x data-parallel size {dp}")
+    config.update(train_batch_size=global_batch, train_micro_batch_size_per_gpu=micro,
+                  gradient_accumulation_steps=global_batch // (micro * dp))
     config.setdefault("steps_per_print", 10 ** 9)  # the trainer prints its own progress
     config.setdefault("gradient_clipping", 1.0)
-    if args.clip_grad is not None:
-        config["gradient_clipping"] = args.clip_grad
+    if training.clip_grad is not None:
+        config["gradient_clipping"] = training.clip_grad
     zero = config.setdefault("zero_optimization", {})
-    if args.zero_stage is not None:
-        zero["stage"] = args.zero_stage
+    if training.zero_stage is not None:
+        zero["stage"] = training.zero_stage
     zero.setdefault("stage", 1)  # the reference's, and DeepSpeed's fp16 path trains well on it
-    if args.fp16:
+    if training.fp16:
         config.pop("bf16", None)
         config["fp16"] = {"enabled": True, "loss_scale": 0,
-                          "initial_scale_power": args.initial_loss_scale_power,
-                          "loss_scale_window": args.loss_scale_window,
-                          "hysteresis": args.hysteresis, "min_loss_scale": args.min_loss_scale}
-    if args.bf16:
+                          "initial_scale_power": training.initial_loss_scale_power,
+                          "loss_scale_window": training.loss_scale_window,
+                          "hysteresis": training.hysteresis,
+                          "min_loss_scale": training.min_loss_scale}
+    if training.bf16:
         config.pop("fp16", None)
         config["bf16"] = {"enabled": True}
     if config.get("fp16", {}).get("enabled") and zero["stage"] == 0 and is_rank0():
@@ -147,35 +147,37 @@ def deepspeed_config(args: argparse.Namespace, global_batch: int) -> dict:
     return config
 
 
-def build_engine(args: argparse.Namespace, config: GLMConfig, global_batch: int):
-    """(engine, is_pipeline). The weights come from --load when it names a reference-layout
-    checkpoint (a training checkpoint is restored later, with everything else), else from the
-    seeded initialisation."""
+def build_engine(training: TrainingConfig, model_config: GLMConfig, global_batch: int,
+                 reference_weights: Optional[str]):
+    """(engine, is_pipeline). The weights come from `reference_weights`, a checkpoint in the
+    reference layout at any tensor-parallel degree, else from the seeded initialisation (a
+    training checkpoint is restored later, with everything else)."""
     import deepspeed
     from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
-    tp, pp = args.model_parallel_size, args.pipeline_model_parallel_size
-    model_parallel_manual_seed(args.seed)
+    tp, pp = training.model_parallel_size, training.pipeline_model_parallel_size
+    model_parallel_manual_seed(training.seed)
     if pp > 1:
         topology = PipeModelDataParallelTopology(num_pp=pp, num_mp=tp,
                                                  num_dp=get_data_parallel_world_size())
-        model = build_pipeline(config, topology, lm_loss, args.partition_method,
-                               args.checkpoint_activations, recompute)
-        name_of = lambda n: reference_name(n, config.num_layers)  # noqa: E731
+        model = build_pipeline(model_config, topology, lm_loss, training.partition_method,
+                               training.recompute_activations, recompute)
+        name_of = lambda n: reference_name(n, model_config.num_layers)  # noqa: E731
     else:
-        model = GLM(config)
-        if args.checkpoint_activations:
+        model = GLM(model_config)
+        if training.recompute_activations:
             recompute_layers(model)
         name_of = lambda n: n  # noqa: E731
-    initialize_weights(model, args.seed, name_of)
-    if args.reference_load:
-        load_reference_weights(model, args.reference_load, name_of)
-    model_parallel_manual_seed(args.seed)  # dropout starts from the same state however built
-    optimizer = torch.optim.AdamW(decay_groups(model, args.weight_decay), lr=args.lr,
-                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_eps,
-                                  fused=torch.cuda.is_available() or None)
+    initialize_weights(model, training.seed, name_of)
+    if reference_weights:
+        load_reference_weights(model, reference_weights, name_of)
+    # Dropout starts from the same state however the model was built.
+    model_parallel_manual_seed(training.seed)
+    optimizer = torch.optim.AdamW(decay_groups(model, training.weight_decay), lr=training.lr,
+                                  betas=(training.adam_beta1, training.adam_beta2),
+                                  eps=training.adam_eps, fused=torch.cuda.is_available() or None)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                      config=deepspeed_config(args, global_batch),
+                                      config=deepspeed_config(training, global_batch),
                                       mpu=None if pp > 1 else TensorParallelUnit())
     return engine, pp > 1
 
@@ -203,7 +205,6 @@ def plain_step(engine, micro_batches) -> torch.Tensor:
         dist.all_reduce(loss, group=get_data_parallel_group())
         loss /= get_data_parallel_world_size()
     return loss
-
 
 
 def _unguarded(engine) -> bool:

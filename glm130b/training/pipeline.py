@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import GLMConfig
 from ..model.attention import attention_mask_for
-from ..model.glm import embed, tied_logits
+from ..model.glm import EmbeddingGradientShrink, embed, tied_logits
 from ..model.init import normal
 from ..model.layer import GLMBlock
 from ..model.masks import AttentionMask
@@ -33,7 +33,7 @@ def pipeline_inputs(batch) -> tuple[torch.Tensor, ...]:
     return batch.tokens, batch.position_ids, mask.context.long(), segments
 
 
-class EmbeddingPipe(nn.Module):
+class EmbeddingPipe(nn.Module, EmbeddingGradientShrink):
     """The tied embedding at both ends: token ids in, hidden states out (first stage); hidden
     states in, this rank's vocabulary slice of the logits out (last stage). One module that
     dispatches on its input, because DeepSpeed does not save a tied layer's `forward_fn`."""
@@ -41,15 +41,16 @@ class EmbeddingPipe(nn.Module):
     def __init__(self, config: GLMConfig):
         super().__init__()
         self.config = config
+        self.shrink_alpha = config.shrink_embedding_gradient_alpha
         self.word_embeddings = VocabParallelEmbedding(config.vocab_size, config.hidden_size,
                                                       init_method=normal(config.init_method_std))
 
     def forward(self, inputs):
         if isinstance(inputs, torch.Tensor):
             return tied_logits(self.word_embeddings, inputs, self.config, self.training,
-                               parallel_output=True)
+                               parallel_output=True, shrink_alpha=self.shrink_alpha)
         tokens, position_ids, context, segment_ids = inputs
-        h = embed(self.word_embeddings, tokens, self.config, self.training)
+        h = embed(self.word_embeddings, tokens, self.config, self.training, self.shrink_alpha)
         return h, position_ids, context, segment_ids
 
 

@@ -15,12 +15,15 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from .collate import collate
+from ..config import GLMConfig
+from ..model.glm import set_embedding_gradient_shrink
 from ..parallel import get_data_parallel_rank, get_data_parallel_world_size
 from . import checkpointing
+from .collate import collate
+from .options import TrainingConfig
 from .engine import plain_step
+from .flops import mfu, model_flops_per_token, peak_flops
 from .pipeline import pipeline_inputs
-from .flops import model_flops_per_token, peak_flops
 from .schedules import should_skip
 
 
@@ -69,20 +72,21 @@ class StopSignal:
 class Monitor:
     """Rank 0's view: a JSON line per step, TensorBoard scalars, a progress line per interval."""
 
-    def __init__(self, args, config, world: int, device):
+    def __init__(self, training: TrainingConfig, model_config: GLMConfig, world: int, device):
         self.rank0 = dist.get_rank() == 0
-        self.interval, self.seq_length, self.world = args.log_interval, args.seq_length, world
-        self.flops_per_token = model_flops_per_token(config, args.seq_length)
-        self.peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(
-            device, torch.bfloat16 if args.bf16 or args.fp16 else torch.float32)
+        self.interval, self.seq_length, self.world = (training.log_interval, training.seq_length,
+                                                      world)
+        self.flops_per_token = model_flops_per_token(model_config, training.seq_length)
+        self.peak = training.peak_tflops * 1e12 if training.peak_tflops else peak_flops(
+            device, torch.bfloat16 if training.bf16 or training.fp16 else torch.float32)
         self.window: list[dict] = []
         self.log = self.writer = None
-        if self.rank0 and args.train_log:
-            Path(args.train_log).parent.mkdir(parents=True, exist_ok=True)
-            self.log = open(args.train_log, "a", encoding="utf-8")
-        if self.rank0 and args.tensorboard_dir:
+        if self.rank0 and training.train_log:
+            Path(training.train_log).parent.mkdir(parents=True, exist_ok=True)
+            self.log = open(training.train_log, "a", encoding="utf-8")
+        if self.rank0 and training.tensorboard_dir:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(args.tensorboard_dir)
+            self.writer = SummaryWriter(training.tensorboard_dir)
 
     def step(self, state: TrainerState, record: dict) -> None:
         if not self.rank0:
@@ -102,15 +106,16 @@ class Monitor:
         seconds = sum(r["step_time"] for r in steps)
         tokens_per_s = sum(r["batch_size"] for r in steps) * self.seq_length / seconds
         tflops = tokens_per_s * self.flops_per_token / self.world / 1e12
+        utilisation = mfu(tokens_per_s / self.world, self.flops_per_token, self.peak)
         finite = [r["loss"] for r in steps if math.isfinite(r["loss"])]
         loss = sum(finite) / len(finite) if finite else float("nan")
         last = steps[-1]
-        mfu = f" | MFU {tflops * 1e12 / self.peak:.1%}" if self.peak else ""
+        shown = f" | MFU {utilisation:.1%}" if utilisation is not None else ""
         print(f"iteration {state.iteration} | samples {state.consumed_samples:,} | tokens "
               f"{state.consumed_samples * self.seq_length:,} | loss {loss:.4f} | lr "
               f"{last['lr']:.3e} | grad norm {_number(last['grad_norm'])} | loss scale "
               f"{last['loss_scale']:g} | skipped {state.skipped_steps} | {tokens_per_s:,.0f} "
-              f"tokens/s | {tflops:.3f} TFLOP/s per device{mfu}", flush=True)
+              f"tokens/s | {tflops:.3f} TFLOP/s per device{shown}", flush=True)
         if self.writer:
             scalars = {"loss": loss, "lr": last["lr"], "loss_scale": last["loss_scale"],
                        "batch_size": last["batch_size"],
@@ -118,8 +123,8 @@ class Monitor:
                        "skipped_steps": state.skipped_steps}
             if last["grad_norm"] is not None:
                 scalars["grad_norm"] = last["grad_norm"]
-            if self.peak:
-                scalars["mfu"] = tflops * 1e12 / self.peak
+            if utilisation is not None:
+                scalars["mfu"] = utilisation
             for name, value in scalars.items():
                 self.writer.add_scalar(f"train/{name}", value, state.iteration)
             self.writer.add_scalar("train/loss_vs_samples", loss, state.consumed_samples)
@@ -143,24 +148,26 @@ def _loss_scale(engine) -> float:
     return float(scale) if scale is not None else 1.0
 
 
-def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedules, config,
-          device) -> TrainerState:
-    """Run until --train-iters / --train-samples, --exit-interval or a signal; checkpoints
-    every --save-interval iterations and at the end."""
+def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: TrainerState,
+          schedules, model_config: GLMConfig, device) -> TrainerState:
+    """Run until `train_iters` / `train_samples`, `exit_interval` or a signal; checkpoints
+    every `save_interval` iterations and at the end. `schedules`: (lr by consumed samples,
+    global batch by consumed samples, embedding-gradient shrink by iteration, skipped ranges)."""
     lr_at, batch_at, shrink_at, skip_ranges = schedules
-    monitor = Monitor(args, config, dist.get_world_size(), device)
+    monitor = Monitor(training, model_config, dist.get_world_size(), device)
     stop = StopSignal()
     batch_size = None
     saved_at = state.iteration
 
     def save():
         nonlocal saved_at
-        if args.save and saved_at != state.iteration:
-            checkpointing.save(engine, args.save, state.iteration, vars_of(state), args.keep_last)
+        if training.save and saved_at != state.iteration:
+            checkpointing.save(engine, training.save, state.iteration, vars_of(state),
+                               training.keep_last)
             saved_at = state.iteration
 
     try:
-        while not finished(args, state):
+        while not finished(training, state):
             iteration, start = state.iteration + 1, state.consumed_samples
             global_batch = batch_at(start)
             if should_skip(iteration, skip_ranges):
@@ -175,9 +182,9 @@ def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedul
             lr = lr_at(start)
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
-            config.shrink_embedding_gradient_alpha = shrink_at(iteration)
-            batches = micro_batches(sampler, start, global_batch, args.micro_batch_size,
-                                    args.seq_length, device)
+            set_embedding_gradient_shrink(engine.module, shrink_at(iteration))
+            batches = micro_batches(sampler, start, global_batch, training.micro_batch_size,
+                                    training.seq_length, device)
             skipped_before = engine.skipped_steps
             t = time.perf_counter()
             if is_pipeline:
@@ -196,7 +203,7 @@ def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedul
                                  "grad_norm": None if norm is None else float(norm),
                                  "loss_scale": _loss_scale(engine), "skipped": skipped,
                                  "step_time": step_time})
-            if args.save_interval and iteration % args.save_interval == 0:
+            if training.save_interval and iteration % training.save_interval == 0:
                 save()
             if stop.any_rank():
                 save()
@@ -204,7 +211,7 @@ def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedul
                     print(f"signal received: saved at iteration {state.iteration}, exiting",
                           flush=True)
                 break
-            if args.exit_interval and iteration % args.exit_interval == 0:
+            if training.exit_interval and iteration % training.exit_interval == 0:
                 break
         save()
     finally:
@@ -212,10 +219,11 @@ def train(args, engine, is_pipeline: bool, sampler, state: TrainerState, schedul
     return state
 
 
-def finished(args, state: TrainerState) -> bool:
-    if args.train_iters is not None and state.iteration >= args.train_iters:
+def finished(training: TrainingConfig, state: TrainerState) -> bool:
+    if training.train_iters is not None and state.iteration >= training.train_iters:
         return True
-    return args.train_samples is not None and state.consumed_samples >= args.train_samples
+    return (training.train_samples is not None
+            and state.consumed_samples >= training.train_samples)
 
 
 def vars_of(state: TrainerState) -> dict:

@@ -23,7 +23,7 @@ from ..parallel.mappings import (copy_to_tensor_model_parallel_region,
                                  reduce_from_tensor_model_parallel_region,
                                  scatter_to_tensor_model_parallel_region)
 from .kernels import quantized_matmul
-from .packing import dequantize_weight, quantize_weight
+from .packing import quantize_weight
 
 
 def _frozen(t: torch.Tensor, split_dim: Optional[int] = None, stride: int = 1) -> nn.Parameter:
@@ -45,9 +45,6 @@ class _QuantizedLinear(nn.Module):
         # [out] scales (of its own columns), so the tensor is not split.
         self.weight_scale = _frozen(scale, 0 if split_dim == 0 else None, stride)
         self.bias = layer.bias
-
-    def dequantized_weight(self) -> torch.Tensor:
-        return dequantize_weight(self.weight, self.weight_scale, self.bits)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
