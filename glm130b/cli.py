@@ -1,5 +1,7 @@
 """What every command-line entry point shares: one line on stderr and a non-zero exit for the
-errors a user can fix (a missing file, a bad checkpoint), never a traceback for those."""
+errors a user can fix (a missing file, a bad checkpoint), never a traceback for those; the
+flags every entry point that runs the model takes; and the one place where parsed arguments
+become the typed configs the library takes."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +55,14 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help=argparse.SUPPRESS)  # set by the DeepSpeed launcher
     return parser
+
+
+def require_at_least_one(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         *names: str) -> None:
+    """argparse's own error (usage, exit code 2) for a count flag below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def config_from_args(cls: type[Config], args: argparse.Namespace, **values) -> Config:

@@ -19,7 +19,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from .cli import config_from_args, model_config, run
+from .cli import config_from_args, model_config, require_at_least_one, run
 from .errors import PromptError, UsageError
 from .files import atomic_write_text
 from .generation import (SamplingConfig, Shown, blank_ids, build_prompt, build_strategy,
@@ -67,9 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--temperature must be positive (use --top_k 1 for greedy decoding)")
     if not 0.0 <= args.top_p <= 1.0:
         parser.error("--top_p must lie in [0, 1]")
-    for name in ("num_beams", "out_seq_length", "max_inference_batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, "num_beams", "out_seq_length", "max_inference_batch_size")
     return args
 
 

@@ -112,7 +112,7 @@ def schedules(training: TrainingConfig, shrink_alpha: float):
     """(lr by consumed samples, global batch by consumed samples, embedding-gradient shrink by
     iteration, skipped iteration ranges); `shrink_alpha` is the model's, where the shrink
     starts."""
-    rampup = BatchSizeRampup.from_args(training.rampup_batch_size, training.global_batch_size)
+    rampup = BatchSizeRampup.from_flag(training.rampup_batch_size, training.global_batch_size)
     rampup.check_divisible(training.micro_batch_size, get_data_parallel_world_size())
     decay = (training.lr_decay_samples or training.train_samples
              or training.train_iters * training.global_batch_size)

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from .cli import config_from_args, model_config, run
+from .cli import config_from_args, model_config, require_at_least_one, run
 from .errors import Stopped, UsageError
 from .generation import DecodeBatch
 from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
@@ -54,9 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_initialization_args(parser)
     add_serving_args(parser)
     args = parser.parse_args(argv)
-    for name in ("max_batch_size", "max_queue", "max_request_bytes", "default_max_tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, "max_batch_size", "max_queue", "max_request_bytes",
+                         "default_max_tokens")
     if args.request_timeout <= 0:
         parser.error("--request-timeout must be positive")
     if not 0 <= args.port < 65536:

@@ -92,15 +92,15 @@ def test_batch_rampup_of_the_recipe():
     assert sizes == sorted(sizes) and set(sizes) == set(range(192, 4225, 24))
 
 
-def test_batch_rampup_from_args_and_checks():
-    ramp = BatchSizeRampup.from_args(["192", "24", "5493164"], 4224)
+def test_batch_rampup_from_flag_and_checks():
+    ramp = BatchSizeRampup.from_flag(["192", "24", "5493164"], 4224)
     assert (ramp.start, ramp.increment, ramp.ramp_samples) == (192, 24, 5_493_164)
     assert ramp(32_698) == 216
-    constant = BatchSizeRampup.from_args(None, 64)
+    constant = BatchSizeRampup.from_flag(None, 64)
     assert constant(0) == constant(10**6) == 64
     for bad in (["192", "24"], ["a", "24", "100"]):
         with pytest.raises(ValueError, match="START INCREMENT SAMPLES"):
-            BatchSizeRampup.from_args(bad, 4224)
+            BatchSizeRampup.from_flag(bad, 4224)
     with pytest.raises(ValueError, match="whole number of increments of 25"):
         BatchSizeRampup(192, 25, 1000, 4224)
     with pytest.raises(ValueError, match="start batch 5000"):

@@ -80,7 +80,7 @@ class BatchSizeRampup:
             self.samples_per_increment = ramp_samples / self.num_increments
 
     @classmethod
-    def from_args(cls, values: Optional[Sequence], global_batch_size: int) -> "BatchSizeRampup":
+    def from_flag(cls, values: Optional[Sequence], global_batch_size: int) -> "BatchSizeRampup":
         """From `--rampup-batch-size START INCREMENT SAMPLES`; None keeps the global size."""
         if values is None:
             return cls(global_batch_size, 1, 0, global_batch_size)
