@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Callable, Optional, Sequence, TypeVar
 
 from .config import GLMConfig
-from .errors import GLMError
+from .errors import GLMError, UsageError
 
 Config = TypeVar("Config")
 
@@ -77,3 +78,42 @@ def model_config(args: argparse.Namespace) -> GLMConfig:
     """The model of `add_model_args`' arguments (--preset, then --num-layers ...)."""
     return GLMConfig.from_flags(args.preset, **{f.name: getattr(args, f.name, None)
                                                 for f in dataclasses.fields(GLMConfig)})
+
+
+def add_api_key_args(group, purpose: str) -> None:
+    """--api-key-file PATH or --api-key KEY (default: $GLM_API_KEY); read with `api_key`."""
+    key = group.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", default=None, metavar="PATH",
+                     help=f"{purpose}, KEY the file's first line (default: $GLM_API_KEY, if set)")
+    key.add_argument("--api-key", default=None,
+                     help="the key itself; works, but every user of the machine sees it in "
+                          "`ps`: prefer GLM_API_KEY or --api-key-file")
+
+
+def api_key(flag: Optional[str], key_file: Optional[str], *, warn: bool = True) -> Optional[str]:
+    """An API key from --api-key-file's first line, --api-key (with a warning: `ps` shows a
+    command line to every user of the machine) or $GLM_API_KEY; None when none is given. An
+    empty key is refused: it would let anyone in."""
+    if flag is not None:
+        if warn:
+            print("warning: --api-key on the command line is visible to every user of this "
+                  "machine (ps); use GLM_API_KEY or --api-key-file", file=sys.stderr)
+        key, origin = flag, "--api-key"
+    elif key_file is not None:
+        key, origin = _read_key_file(key_file), f"--api-key-file {key_file}"
+    elif "GLM_API_KEY" in os.environ:
+        key, origin = os.environ["GLM_API_KEY"], "GLM_API_KEY"
+    else:
+        return None
+    if not key.strip():
+        raise UsageError(f"{origin}: the API key is empty (give none to serve without one)")
+    return key
+
+
+def _read_key_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UsageError(f"--api-key-file {path}: cannot read it: {reason}") from None

@@ -27,6 +27,10 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         "folder of each YAML file, as for tasks/sample)")
     g.add_argument("--output-path", default="evaluation-results",
                    help="folder for results-<time>.json: all numbers and every prediction")
+    g.add_argument("--trust-task-code", action="store_true",
+                   help="let a task YAML's `module:` import any module on sys.path (it runs "
+                        "that module's code); without it only glm130b's task classes and "
+                        "tasks/<name>.py beside the YAML are allowed")
     # Accepted so that the reference's command lines run unchanged.
     g.add_argument("--mode", choices=("inference",), default="inference", help=argparse.SUPPRESS)
     return parser
@@ -37,7 +41,8 @@ def main(argv=None) -> int:
     add_initialization_args(parser)
     add_evaluation_args(parser)
     args = parser.parse_args(argv)
-    tasks = load_tasks(args.task)  # every config checked before the model is built
+    # every config checked before the model is built, and before any task code is imported
+    tasks = load_tasks(args.task, trust_task_code=args.trust_task_code)
     runtime = config_from_args(RuntimeConfig, args)
     model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
                                                       args.tokenizer_type, args.tokenizer_model)

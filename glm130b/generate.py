@@ -5,11 +5,16 @@
 
 Under `torchrun --nproc_per_node N ... --model-parallel-size N` every rank decodes with the same
 seed; rank 0 reads the input and sends it to the others, and writes the outputs.
+
+Every line of an input file is checked before the model loads (prompt length, control
+characters, ids that could name a file outside --output-path), and each batch's files are
+written as soon as it is decoded: a bad line costs no decoding, a failure loses nothing done.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -20,13 +25,15 @@ from typing import Optional
 from tqdm import tqdm
 
 from .cli import config_from_args, model_config, require_at_least_one, run
+from .config import GLMConfig
 from .errors import PromptError, UsageError
 from .files import atomic_write_text
-from .generation import (SamplingConfig, Shown, blank_ids, build_prompt, build_strategy,
+from .generation import (Prompt, SamplingConfig, Shown, blank_ids, build_prompt, build_strategy,
                          fill_blanks, settled)
-from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
+from .initialize import RuntimeConfig, add_initialization_args, initialize_model
 from .parallel import (broadcast_object, get_data_parallel_rank, get_data_parallel_world_size,
-                       get_tensor_model_parallel_rank, is_rank0)
+                       get_tensor_model_parallel_rank, initialize_distributed, is_rank0)
+from .tokenization import check_vocab_size, get_tokenizer
 
 PROMPT = "\nPlease Input Query (stop to exit) >>> "
 
@@ -83,33 +90,79 @@ class GenerateConfig:
     print_all_beams: bool = False
 
 
-class Query:
-    """One input line: its id (with --with-id) and its prompt."""
+# Characters that no prompt or id may hold: NUL cannot be in a file name, the other control
+# characters hide in a terminal or break the one-prompt-per-line form (tab separates the id),
+# and an unpaired surrogate cannot be written as UTF-8.
+FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+MAX_NAME_BYTES = 255  # of one file name on common file systems
 
-    def __init__(self, line: str, config: GenerateConfig, tokenizer, max_sequence_length: int,
-                 where: str):
-        self.id = None
-        if config.with_id:
-            if "\t" not in line:
-                raise PromptError(f"{where}: --with-id expects 'id<TAB>prompt'")
-            self.id, line = line.split("\t", 1)
-        self.text = line
-        try:
-            self.prompt = build_prompt(line, tokenizer, max_sequence_length,
-                                       config.out_seq_length)
-        except PromptError as e:
-            raise PromptError(f"{where}: {e}") from None
+
+@dataclass
+class Query:
+    """One input line (`where` is file:line): its id (with --with-id), text and prompt."""
+    text: str
+    prompt: Prompt
+    where: str
+    id: Optional[str] = None
+
+
+def forbidden(text: str) -> Optional[str]:
+    """What is wrong with the first forbidden character of `text`, or None."""
+    found = FORBIDDEN.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    kind = "an unpaired surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+    return f"U+{code:04X}, {kind}"
+
+
+def check_id(ident: str, where: str) -> None:
+    """An id names a file in --output-path: it may not name anything else."""
+    if not ident:
+        raise PromptError(f"{where}: empty id before the tab")
+    bad = forbidden(ident)
+    if bad:
+        raise PromptError(f"{where}: the id holds {bad}")
+    if "/" in ident or "\\" in ident or ".." in ident:
+        raise PromptError(f"{where}: id {ident!r} holds '/', '\\' or '..'; an id names a file "
+                          "in --output-path")
+    if len(f"{ident}.txt".encode()) > MAX_NAME_BYTES:
+        raise PromptError(f"{where}: id of {len(ident.encode())} bytes is too long for a file "
+                          f"name ({MAX_NAME_BYTES - 4} at most)")
+
+
+def parse_query(line: str, config: GenerateConfig, tokenizer, max_sequence_length: int,
+                where: str) -> Query:
+    ident = None
+    if config.with_id:
+        if "\t" not in line:
+            raise PromptError(f"{where}: --with-id expects 'id<TAB>prompt'")
+        ident, line = line.split("\t", 1)
+        check_id(ident, where)
+    bad = forbidden(line)
+    if bad:
+        raise PromptError(f"{where}: the prompt holds {bad}; only tab is allowed")
+    try:
+        prompt = build_prompt(line, tokenizer, max_sequence_length, config.out_seq_length)
+    except PromptError as e:
+        raise PromptError(f"{where}: {e}") from None
+    return Query(line, prompt, where, ident)
 
 
 def output_file(folder: Path, query: Query) -> Path:
     """<id>.txt, or the reference's <first 20 characters>-<MM-DD-HH-MM-SS>.txt; a number is
     added when that name is taken, so that every prompt keeps its own file."""
     if query.id is not None:
-        return folder / f"{query.id}.txt"
-    stem = f"{query.text.replace('/', '')[:20]}-{datetime.now():%m-%d-%H-%M-%S}"
-    path, n = folder / f"{stem}.txt", 2
-    while path.exists():
-        path, n = folder / f"{stem}-{n}.txt", n + 1
+        path = folder / f"{query.id}.txt"
+    else:
+        stem = f"{query.text.replace('/', '')[:20]}-{datetime.now():%m-%d-%H-%M-%S}"
+        path, n = folder / f"{stem}.txt", 2
+        while path.exists():
+            path, n = folder / f"{stem}-{n}.txt", n + 1
+    # The ids were checked with the input; this is the guard should a check ever miss.
+    if path.parent.resolve() != folder.resolve():
+        raise PromptError(f"{query.where}: {path} lies outside --output-path {folder}; "
+                          "not written")
     return path
 
 
@@ -173,7 +226,8 @@ def interactive(config: GenerateConfig, model, tokenizer, strategy) -> None:
         if line is None:
             return
         try:
-            query = Query(line, config, tokenizer, model.config.max_sequence_length, "input")
+            query = parse_query(line, config, tokenizer, model.config.max_sequence_length,
+                                "input")
         except PromptError as e:
             if is_rank0():
                 print(f"error: {e}")
@@ -191,22 +245,45 @@ def interactive(config: GenerateConfig, model, tokenizer, strategy) -> None:
 
 
 def read_prompt_lines(path: str):
+    """The file's lines, split at line feeds only (not where str.splitlines would), so that
+    file:line is what `grep -n` counts; or the error, for rank 0 to hand to every rank."""
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        data = Path(path).read_bytes()
+    except OSError as e:
         return UsageError(f"cannot read --input-source {path}: {e}")
+    try:
+        return data.decode("utf-8-sig").split("\n")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return PromptError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})")
 
 
-def from_file(config: GenerateConfig, model, tokenizer, strategy) -> None:
-    """Every prompt is checked before any is decoded; the data-parallel groups share the
-    prompts round-robin, each group decoding batches of --max-inference-batch-size."""
+def read_queries(config: GenerateConfig, tokenizer, max_sequence_length: int) -> list[Query]:
+    """Every line of --input-source checked, ids included, so that a bad line stops the run
+    before the model loads rather than after hours of decoding."""
     source = config.input_source
     lines = broadcast_object(read_prompt_lines(source) if is_rank0() else None)
     if isinstance(lines, Exception):
         raise lines
-    queries = [Query(line.strip(), config, tokenizer, model.config.max_sequence_length,
-                     f"{source}:{n}")
-               for n, line in enumerate(lines, 1) if line.strip()]
+    queries, seen = [], {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        query = parse_query(line.strip(), config, tokenizer, max_sequence_length,
+                            f"{source}:{n}")
+        if query.id in seen:
+            raise PromptError(f"{query.where}: id {query.id!r} is used on line {seen[query.id]} "
+                              "too; each id names one output file")
+        if query.id is not None:
+            seen[query.id] = n
+        queries.append(query)
+    return queries
+
+
+def from_file(config: GenerateConfig, model, tokenizer, strategy, queries: list[Query]) -> None:
+    """The data-parallel groups share the prompts round-robin, each group decoding batches of
+    --max-inference-batch-size and writing each batch's files as soon as it is done, so that a
+    later failure loses none of them."""
     mine = queries[get_data_parallel_rank()::get_data_parallel_world_size()]
     writer = get_tensor_model_parallel_rank() == 0
     folder = Path(config.output_path)
@@ -222,21 +299,35 @@ def from_file(config: GenerateConfig, model, tokenizer, strategy) -> None:
             bar.update(len(batch))
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    runtime, config = config_from_args(RuntimeConfig, args), config_from_args(GenerateConfig, args)
-    model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
-                                                      args.tokenizer_type, args.tokenizer_model)
+def generate(config: GenerateConfig, runtime: RuntimeConfig, glm: GLMConfig,
+             sampling: SamplingConfig, tokenizer) -> None:
+    """The input read and checked with the tokenizer alone, then the model loaded and run."""
+    check_vocab_size(tokenizer, glm.vocab_size)
+    strategy = build_strategy(tokenizer, glm.vocab_size, sampling)
+    queries = None
+    if config.input_source != "interactive":
+        # rank 0 reads the file and hands it to the others: the process group comes first
+        initialize_distributed(runtime.model_parallel_size, device=runtime.device,
+                               local_rank=runtime.local_rank)
+        queries = read_queries(config, tokenizer, glm.max_sequence_length)
+    if get_tensor_model_parallel_rank() == 0:
+        os.makedirs(config.output_path, exist_ok=True)
+    model = initialize_model(glm, runtime)
     if not runtime.load and is_rank0():
         print("warning: no --load, generating from randomly initialised weights",
               file=sys.stderr)
-    strategy = build_strategy(tokenizer, model.config.vocab_size,
-                              config_from_args(SamplingConfig, args))
-    if get_tensor_model_parallel_rank() == 0:
-        os.makedirs(config.output_path, exist_ok=True)
-    source = interactive if config.input_source == "interactive" else from_file
+    if queries is None:
+        interactive(config, model, tokenizer, strategy)
+    else:
+        from_file(config, model, tokenizer, strategy, queries)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
     try:
-        source(config, model, tokenizer, strategy)
+        generate(config_from_args(GenerateConfig, args), config_from_args(RuntimeConfig, args),
+                 model_config(args), config_from_args(SamplingConfig, args), tokenizer)
     except PromptError as e:
         if is_rank0():
             print(f"error: {e}", file=sys.stderr)

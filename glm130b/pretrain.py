@@ -5,7 +5,10 @@ ZeRO, FP16 with loss scaling or BF16, exact resume (reference §8).
         --deepspeed-config configs/ds_config_glm_130b.json --save checkpoints/run
 
 --load takes a checkpoint this trainer saved (resumed exactly) or one in the reference layout
-at any tensor-parallel degree (its weights start the run, resharded to this run's split).
+at any tensor-parallel degree (its weights start the run, resharded to this run's split), told
+apart by their files. A --save folder holding checkpoints later than where the run starts is
+refused (--overwrite-checkpoints removes them instead); what interrupted saves left there is
+removed at the start, and the train log is cut back to the starting iteration.
 """
 from __future__ import annotations
 
@@ -14,18 +17,18 @@ import dataclasses
 
 import torch.distributed as dist
 
-from .cli import add_runtime_args, config_from_args, model_config, run
+from .cli import add_runtime_args, close_process_group, config_from_args, model_config, run
 from .config import add_model_args
-from .errors import UsageError
+from .errors import GLMError, UsageError
 from .data.infilling import InfillingConfig
 from .data.mixture import DataConfig, add_data_args, build_mixture
 from .parallel import (get_data_parallel_world_size, get_pipeline_model_parallel_world_size,
                        get_tensor_model_parallel_world_size)
 from .tokenization import add_tokenizer_args, check_vocab_size, get_tokenizer
-from .checkpoint.deepspeed_layout import is_training_checkpoint, read_meta
 from .training import checkpointing
 from .training.options import TrainingConfig
 from .training.engine import build_engine, initialize_training
+from .training.start import plan_start
 from .training.schedules import (BatchSizeRampup, LRSchedule, ShrinkSchedule,
                                  parse_skip_ranges)
 from .training.trainer import TrainerState, train
@@ -78,6 +81,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--save-interval", type=int, default=0, help="iterations between checkpoints")
     g.add_argument("--keep-last", type=int, default=0, help="keep only the newest K (0: all)")
     g.add_argument("--load", help="a checkpoint of this trainer, or one in the reference layout")
+    g.add_argument("--overwrite-checkpoints", action="store_true",
+                   help="start even though --save holds checkpoints later than where this run "
+                        "starts; they are removed first (without it such a start is refused)")
     g.add_argument("--exit-interval", type=int, help="stop (after saving) at a multiple of this")
     g.add_argument("--log-interval", type=int, default=10)
     g.add_argument("--tensorboard-dir", help="default: SAVE/tensorboard")
@@ -126,6 +132,16 @@ def main(argv=None) -> int:
     args, training = parse_args(argv)
     device = initialize_training(training.model_parallel_size,
                                  training.pipeline_model_parallel_size)
+    try:
+        return pretrain(args, training, device)
+    except (GLMError, OSError):
+        # Every rank stops on the same error; left to interpreter exit, gloo's threads were seen
+        # to abort a rank on its way out.
+        close_process_group(wait=False)
+        raise
+
+
+def pretrain(args: argparse.Namespace, training: TrainingConfig, device) -> int:
     config = model_config(args)
     tokenizer = get_tokenizer(args.tokenizer_type, args.tokenizer_model)
     check_vocab_size(tokenizer, config.vocab_size)
@@ -143,18 +159,18 @@ def main(argv=None) -> int:
                                  "data": get_data_parallel_world_size(),
                                  "world": dist.get_world_size()},
                          model=dataclasses.asdict(config))
-    load = training.load
-    resume = bool(load) and is_training_checkpoint(load)
-    if resume:  # the batch size DeepSpeed starts with depends on where the run stands
-        state.consumed_samples = read_meta(load)["consumed_samples"]
+    start = plan_start(training)
+    rng = checkpointing.check_resume(training.load) if start.resume else None
+    # The batch size DeepSpeed starts with depends on where the run stands.
+    state.consumed_samples = start.consumed_samples
     engine, is_pipeline = build_engine(training, config, batch_at(state.consumed_samples),
-                                       reference_weights=None if resume else load)
-    if resume:
-        state = TrainerState(**{**checkpointing.load(engine, load),
+                                       reference_weights=start.reference_weights)
+    if start.resume:
+        state = TrainerState(**{**checkpointing.load(engine, training.load, rng),
                                 "layout": state.layout, "model": state.model})
     if dist.get_rank() == 0:
-        what = (f"resumed at iteration {state.iteration}" if resume else
-                f"weights from {load}" if load else "initialised")
+        what = (f"resumed at iteration {state.iteration}" if start.resume else
+                f"weights from {training.load}" if training.load else "initialised")
         print(f"glm130b.pretrain: {sum(p.numel() for p in engine.module.parameters()):,} "
               f"parameters on rank 0, layout {state.layout}, {what}", flush=True)
     state = train(training, engine, is_pipeline, sampler, state,

@@ -99,11 +99,14 @@ def serve_some_blanks(model, tokenizer) -> None:
 
 def pretrain(out: Path, train_iters: int) -> Path:
     """Train glm-tiny as a user would: scripts/pretrain.sh, i.e. the DeepSpeed launcher running
-    `python -m glm130b.pretrain` with configs/pretrain_glm_tiny.sh's recipe."""
+    `python -m glm130b.pretrain` with configs/pretrain_glm_tiny.sh's recipe. The quickstart
+    made a new corpus and tokenizer just now, so an earlier quickstart's checkpoints in its own
+    folder cannot be continued: they are replaced (--overwrite-checkpoints)."""
     save = out / "checkpoints" / "pretrain"
     env = dict(os.environ, QUICKSTART_DIR=str(out), SAVE=str(save), TRAIN_ITERS=str(train_iters))
     script = REPO / "scripts" / "pretrain.sh"
-    with subprocess.Popen(["bash", str(script)], env=env, cwd=REPO, stdout=subprocess.PIPE,
+    with subprocess.Popen(["bash", str(script), "--overwrite-checkpoints"], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:  # the trainer's progress; DeepSpeed's dated lines are noise
             if line.strip() and not DEEPSPEED_LOG.match(line):

@@ -14,8 +14,10 @@ import os
 import signal
 import sys
 import threading
+from typing import Optional
 
-from .cli import config_from_args, model_config, require_at_least_one, run
+from .cli import (add_api_key_args, api_key, config_from_args, model_config, require_at_least_one,
+                  run)
 from .errors import Stopped, UsageError
 from .generation import DecodeBatch
 from .initialize import RuntimeConfig, add_initialization_args, initialize_model_and_tokenizer
@@ -33,8 +35,7 @@ def add_serving_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--port", type=int, default=8000)
     g.add_argument("--model-name", default=None,
                    help="the id clients pass as 'model' (default: the --load folder's name)")
-    g.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on /v1 (default $GLM_API_KEY)")
+    add_api_key_args(g, "require 'Authorization: Bearer KEY' on /v1")
     g.add_argument("--max-batch-size", type=int, default=32,
                    help="rows decoded together: a sampled choice is one, a beam search num_beams")
     g.add_argument("--max-queue", type=int, default=256,
@@ -75,8 +76,8 @@ def serve(model, tokenizer, config: ServingConfig) -> None:
     batch = MirroredBatch(model) if tp > 1 else DecodeBatch(model)
     scheduler, app = build(model, tokenizer, config, batch, idle=batch.ping if tp > 1 else None)
     if config.host not in LOOPBACK and not config.api_key:
-        print(f"warning: serving on {config.host} without --api-key: anyone who reaches this "
-              "port can use the model", file=sys.stderr)
+        print(f"warning: serving on {config.host} without an API key (GLM_API_KEY or "
+              "--api-key-file): anyone who reaches this port can use the model", file=sys.stderr)
     worker = threading.Thread(target=scheduler.run, name="glm130b-scheduler", daemon=True)
     worker.start()
     # uvicorn shuts down on SIGTERM or Ctrl-C, then raises the signal again: end with the
@@ -95,11 +96,17 @@ def serve(model, tokenizer, config: ServingConfig) -> None:
             batch.close()
 
 
+def check_api_key_args(args: argparse.Namespace) -> Optional[str]:
+    """The key /v1 requires, or None; rank 0 alone warns of a key on the command line."""
+    return api_key(args.api_key, args.api_key_file, warn=int(os.environ.get("RANK", "0")) == 0)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) != args.model_parallel_size:
         raise UsageError(f"serving runs one model replica: launch exactly "
                          f"--model-parallel-size ({args.model_parallel_size}) processes")
+    api_key = check_api_key_args(args)  # before the model: a missing file is found at once
     runtime = config_from_args(RuntimeConfig, args)
     model, tokenizer = initialize_model_and_tokenizer(model_config(args), runtime,
                                                       args.tokenizer_type, args.tokenizer_model)
@@ -109,7 +116,8 @@ def main(argv=None) -> int:
     if get_tensor_model_parallel_rank() == 0:
         name = args.model_name or (os.path.basename(os.path.normpath(runtime.load))
                                    if runtime.load else "glm")
-        serve(model, tokenizer, config_from_args(ServingConfig, args, model_name=name))
+        serve(model, tokenizer, config_from_args(ServingConfig, args, model_name=name,
+                                                 api_key=api_key))
     else:
         # Ctrl-C or the launcher's SIGTERM reaches every rank: the followers wait for rank 0
         # to finish its requests and tell them to stop (a crash of rank 0 ends them too).

@@ -6,5 +6,5 @@ source scripts/setup_env.sh
 INPUT=${1:?usage: convert_tp.sh INPUT_FOLDER OUTPUT_FOLDER TARGET_TP}
 OUTPUT=${2:?usage: convert_tp.sh INPUT_FOLDER OUTPUT_FOLDER TARGET_TP}
 TARGET_TP=${3:-4}
-python -m glm130b.checkpoint.convert_tp --input-folder "$INPUT" --output-folder "$OUTPUT" \
+exec python -m glm130b.checkpoint.convert_tp --input-folder "$INPUT" --output-folder "$OUTPUT" \
     --target-tp "$TARGET_TP" "${@:4}"

@@ -12,5 +12,5 @@ TOKENIZER_ARGS="${TOKENIZER_ARGS:---tokenizer-type icetk-glm-130B}"
 JSON_KEYS="${JSON_KEYS:-text}"
 WORKERS="${WORKERS:-$(nproc)}"
 # shellcheck disable=SC2086  # TOKENIZER_ARGS and JSON_KEYS are word lists
-python -m glm130b.data.preprocess --output-prefix "$OUTPUT_PREFIX" --input "$@" \
+exec python -m glm130b.data.preprocess --output-prefix "$OUTPUT_PREFIX" --input "$@" \
   --json-keys $JSON_KEYS --workers "$WORKERS" $TOKENIZER_ARGS

@@ -19,7 +19,10 @@ export NCCL_IB_DISABLE="${NCCL_IB_DISABLE:-0}" NCCL_NET_GDR_LEVEL="${NCCL_NET_GD
 
 mkdir -p logs
 LOG="logs/pretrain-$(date +'%Y.%m.%d-%H:%M:%S').log"
-deepspeed --num_nodes "$NUM_WORKERS" --num_gpus "$NUM_GPUS_PER_WORKER" \
+# The launcher replaces this shell (exec), so that a signal sent to the script reaches it; the
+# output still goes to the log through tee.
+exec > >(tee "$LOG") 2>&1
+exec deepspeed --num_nodes "$NUM_WORKERS" --num_gpus "$NUM_GPUS_PER_WORKER" \
     --hostfile "$HOST_FILE_PATH" --module glm130b.pretrain \
     $MODEL_ARGS $PARALLEL_ARGS $DATA_ARGS $TRAIN_ARGS --deepspeed-config "$DS_CONFIG" $SAVE_ARGS \
-    "$@" 2>&1 | tee "$LOG"
+    "$@"

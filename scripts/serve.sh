@@ -3,7 +3,8 @@
 # and the playground at http://HOST:PORT/. The model from configs/model_*.sh, your arguments
 # last (they win), e.g.
 #   MODEL_CONFIG=configs/model_glm_tiny.sh bash scripts/serve.sh            # the quickstart's model
-#   bash scripts/serve.sh --host 0.0.0.0 --api-key "$KEY"                   # GLM-130B, 8 GPUs
+#   bash scripts/serve.sh --host 0.0.0.0 --api-key-file ~/.glm-key           # GLM-130B, 8 GPUs
+# The API key comes from --api-key-file or $GLM_API_KEY: `ps` shows --api-key KEY to everyone.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"

@@ -1,5 +1,12 @@
 """What several test modules share: a small tokenizer and lively models made here, a tiny
-checkpoint in the reference layout, and the answer `fill_blanks` gives for one prompt."""
+checkpoint in the reference layout, the answer `fill_blanks` gives for one prompt, and tiny
+training runs started as users start them."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 from glm130b import GLM, GLMConfig, save_checkpoint
@@ -93,3 +100,67 @@ def expected_fills(model, tokenizer, texts, strategy_class, **kw):
                               seed=1234, **kw)
     prompts = [build_prompt(t, tokenizer, 64) for t in texts]
     return fill_blanks(model, tokenizer, prompts, strategy, out_seq_length=40)
+
+
+# -- training runs as users run them (subprocesses, gloo on CPU), shared by the training tests
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+TRAIN_MODEL = dict(num_layers=2, hidden_size=64, num_attention_heads=4, inner_hidden_size=170,
+                   vocab_size=1024, max_sequence_length=64, hidden_dropout=0.0,
+                   attention_dropout=0.0)
+
+
+def make_training_data(folder, tok_model):
+    """(tokenizer model, token-file prefix) of the corpus the tokenizer was trained on."""
+    from glm130b.data.preprocess import preprocess
+    corpus = Path(tok_model).parent / "corpus.jsonl"
+    preprocess([str(corpus)], str(folder / "text"), "sentencepiece", tok_model, workers=1)
+    return tok_model, str(folder / "text")
+
+
+def train_args(data, **overrides) -> list[str]:
+    """glm130b.pretrain's arguments for a tiny run on `data`; keyword arguments are flags."""
+    tok, prefix = data
+    values = {**TRAIN_MODEL, "tokenizer_type": "sentencepiece", "tokenizer_model": tok,
+              "data_path": prefix, "seq_length": 64, "length_per_sample": 60,
+              "aggregated_samples_per_sequence": 2, "micro_batch_size": 2,
+              "global_batch_size": 8, "train_iters": 4, "lr": 3e-3, "log_interval": 1,
+              "zero_stage": 1, "clip_grad": 0.5, **overrides}
+    argv = []
+    for key, value in values.items():
+        if value is None or value is False:
+            continue
+        argv.append("--" + key.replace("_", "-"))
+        if value is not True:
+            argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    return argv
+
+
+def pretrain(argv, procs=1, check=True, module="glm130b.pretrain", **kw):
+    """Run the trainer (under torchrun for several processes); `module` may be the fault
+    injector, `python -m glm130b.tools.fault_drill inject ... --`."""
+    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+                if procs > 1 else [])
+    module = module.split()
+    out = subprocess.run([sys.executable, *launcher, "-m", *module, *argv],
+                         env=TRAIN_ENV, capture_output=True, text=True, timeout=240, **kw)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def losses(log) -> dict[int, float]:
+    """iteration -> loss; a step logged again after a resume keeps its last value."""
+    steps = {}
+    for line in Path(log).read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            steps[record["iteration"]] = record["loss"]
+    return steps
+
+
+def logged_iterations(log) -> list[int]:
+    """Every iteration with a loss in the log, in order, repeats included."""
+    return [r["iteration"] for r in map(json.loads, Path(log).read_text().splitlines())
+            if "loss" in r]

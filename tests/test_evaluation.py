@@ -306,7 +306,10 @@ def write(path, text):
     ('name: t\ntype: mul\npath: d\nmetrics: []\n', "metrics", "names no metric"),
     ('name: t\ntype: lm\npath: d\nmetrics: [Accuracy]\n', "metrics", "unknown metric 'Accuracy'"),
     ('name: t\ntype: gen\npath: d\nunidirectional: true\n', "unidirectional", "use_task_mask"),
-    ('name: t\ntype: mul\npath: d\nmodule: tasks.nowhere.Task\n', "module", "cannot load"),
+    ('name: t\ntype: mul\npath: d\nmodule: tasks.nowhere.Task\n', "module",
+     "needs --trust-task-code"),
+    ('name: t\ntype: mul\npath: d\nmodule: glm130b.evaluation.nowhere.Task\n', "module",
+     "cannot load"),
     ('name: t\ntype: gen\npath: d\nmodule: tasks.mmlu.task.MMLU\n', "type", "MMLU runs 'mul'"),
 ])
 def test_config_errors_are_one_line_naming_file_and_field(tmp_path, body, field, why):

@@ -2,72 +2,28 @@
 trains the same numbers as one process, a resumed run continues exactly, a crash mid-save loses
 nothing, a signal saves, and released weights in the reference layout start a pipeline run."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from glm130b.checkpoint import save_checkpoint
 from glm130b.config import GLMConfig
-from glm130b.data.preprocess import preprocess
 from glm130b.model import GLM
+from helpers import TRAIN_ENV as ENV
+from helpers import TRAIN_MODEL as MODEL
+from helpers import logged_iterations, losses, make_training_data, pretrain
+from helpers import train_args as args_for
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-MODEL = dict(num_layers=2, hidden_size=64, num_attention_heads=4, inner_hidden_size=170,
-             vocab_size=1024, max_sequence_length=64, hidden_dropout=0.0, attention_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tok_model):
-    folder = tmp_path_factory.mktemp("train-data")
-    corpus = Path(tok_model).parent / "corpus.jsonl"
-    preprocess([str(corpus)], str(folder / "text"), "sentencepiece", tok_model, workers=1)
-    return tok_model, str(folder / "text")
-
-
-def args_for(data, **overrides) -> list[str]:
-    tok, prefix = data
-    values = {**MODEL, "tokenizer_type": "sentencepiece", "tokenizer_model": tok,
-              "data_path": prefix, "seq_length": 64, "length_per_sample": 60,
-              "aggregated_samples_per_sequence": 2, "micro_batch_size": 2,
-              "global_batch_size": 8, "train_iters": 4, "lr": 3e-3, "log_interval": 1,
-              "zero_stage": 1, "clip_grad": 0.5, **overrides}
-    argv = []
-    for key, value in values.items():
-        if value is None or value is False:
-            continue
-        argv.append("--" + key.replace("_", "-"))
-        if value is not True:
-            argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-    return argv
-
-
-def pretrain(argv, procs=1, check=True, **kw):
-    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
-                if procs > 1 else [])
-    out = subprocess.run([sys.executable, *launcher, "-m", "glm130b.pretrain", *argv],
-                         env=ENV, capture_output=True, text=True, timeout=240, **kw)
-    if check:
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
-def losses(log) -> dict[int, float]:
-    """iteration -> loss; a step logged again after a resume keeps its last value."""
-    steps = {}
-    for line in Path(log).read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            steps[record["iteration"]] = record["loss"]
-    return steps
+    return make_training_data(tmp_path_factory.mktemp("train-data"), tok_model)
 
 
 def test_every_layout_trains_the_single_process_numbers(data, tmp_path):
@@ -109,6 +65,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted(data, tmp_path, procs, ext
     assert "resumed at iteration 3" in out.stdout
     a, b = losses(whole / "train_log.jsonl"), losses(parts / "train_log.jsonl")
     assert sorted(a) == sorted(b) and len(a) >= 6
+    assert logged_iterations(parts / "train_log.jsonl") == sorted(b)  # each once
     for it in a:
         assert a[it] == pytest.approx(b[it], abs=1e-6), it
     records = [json.loads(line) for line in (whole / "train_log.jsonl").open()]
@@ -144,6 +101,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint(data, tmp_path):
     out = pretrain(args_for(data, save=save, load=save, save_interval=2, train_iters=6))
     assert "resumed at iteration 2" in out.stdout
     assert (save / "latest").read_text().strip() == "global_step6"
+    assert not list(save.rglob(".*.tmp*"))  # the killed save's temporary file, removed
     reference = tmp_path / "reference"
     pretrain(args_for(data, save=reference, train_iters=6))
     a, b = losses(reference / "train_log.jsonl"), losses(save / "train_log.jsonl")

@@ -132,8 +132,16 @@ def load_checkpoint(model: nn.Module, folder: PathLike, iteration: Optional[str]
 
 
 def atomic_torch_save(obj, path: PathLike) -> None:
+    """torch.save under a temporary name. A write that fails (a full disk, an I/O error)
+    raises its OSError: torch's zip writer reports it as a RuntimeError ("unexpected pos")
+    that only carries the OSError as its context."""
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
 
 
 def own_storage(t: torch.Tensor) -> torch.Tensor:

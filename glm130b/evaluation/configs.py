@@ -5,11 +5,20 @@ A YAML file names one task. Keys may be written snake_case or dash-case (`file-p
 metric the task does not compute is one line naming the file and the field, before any model
 is loaded. `module:` picks the task class by dotted path (the reference's own paths, such as
 `tasks.lambada.task.LAMBADA`, map to ours); without it the class follows `type:`.
+
+Importing a module runs its code, so a file is read and checked in full before anything is
+imported, and `module:` may name only the package's own task classes, or `tasks.<name>.<Class>`
+with `tasks/<name>.py` beside the YAML (loaded from that file, never from sys.path). Any other
+module needs `trust_task_code` (`--trust-task-code`).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.util
+import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +85,7 @@ REFERENCE_MODULES = {
     "tasks.ethnic.tasks.CrowsPairTask": f"{_OURS}.ethnic.CrowsPairTask",
     "tasks.ethnic.tasks.StereoSetTask": f"{_OURS}.ethnic.StereoSetTask",
 }
+DOTTED = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)+")
 DEFAULT_CLASSES = {"mul": f"{_OURS}.tasks.MultiChoiceTask",
                    "gen": f"{_OURS}.tasks.GenerationTask",
                    "lm": f"{_OURS}.tasks.LanguageModelTask"}
@@ -175,34 +185,99 @@ def _check_values(config: BaseConfig, path) -> None:
         bad("generation_length", f"{config.generation_length} exceeds max_seq_length - 1")
 
 
-def import_task_class(module: str, path):
-    """The class a `module:` value names; the reference's paths give ours."""
-    from .tasks import Task
+@dataclass(frozen=True)
+class TaskSource:
+    """Where a task class comes from, settled before anything is imported: a dotted path to
+    import (ours, or trusted), or a class in a file beside the YAML."""
+    module: str                  # as the YAML names it
+    dotted: str                  # what to import: package.module.Class
+    file: Optional[Path] = None  # the module's file, loaded by path
+
+
+def task_source(module: str, path, trust_task_code: bool = False) -> TaskSource:
+    """Where `module` would be imported from, and whether it may be: never from sys.path
+    unless trusted, since importing it would run whatever it holds."""
+    if not DOTTED.fullmatch(module):
+        raise ConfigError(f"{path}: field 'module': {module!r} is not a dotted path to a class "
+                          "(package.module.Class)")
     dotted = REFERENCE_MODULES.get(module, module)
-    package, _, name = dotted.rpartition(".")
+    if dotted.startswith(f"{_OURS}."):
+        return TaskSource(module, dotted)
+    parts = dotted.split(".")
+    folder = Path(path).resolve().parent / "tasks"
+    if parts[0] == "tasks" and len(parts) > 2:
+        file = folder.joinpath(*parts[1:-1]).with_suffix(".py")
+        if file.is_file() and file.resolve().is_relative_to(folder.resolve()):
+            return TaskSource(module, dotted, file)
+    if trust_task_code:
+        return TaskSource(module, dotted)
+    raise ConfigError(f"{path}: field 'module': {module!r} is neither a glm130b task class nor "
+                      f"a module in {folder}; importing it would run its code, so it needs "
+                      "--trust-task-code (trust_task_code=True)")
+
+
+def _load_file(source: TaskSource):
+    """The module of `source.file`, loaded once under a name of its own."""
+    name = f"_glm130b_task_code_{hashlib.sha1(str(source.file).encode()).hexdigest()[:12]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, source.file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickle look classes up here
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def import_task_class(source: TaskSource, path):
+    """The class `source` names; the reference's paths give ours."""
+    from .tasks import Task
+    package, _, name = source.dotted.rpartition(".")
+    where = f" from {source.file}" if source.file else ""
     try:
-        cls = getattr(importlib.import_module(package), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(f"{path}: field 'module': cannot load {module!r}: {e}") from None
+        module = _load_file(source) if source.file else importlib.import_module(package)
+        cls = getattr(module, name)
+    except Exception as e:  # the module's own code may raise anything: one line all the same
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ConfigError(f"{path}: field 'module': cannot load {source.module!r}{where}: "
+                          f"{reason}") from None
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigError(f"{path}: field 'module': {module!r} is not a task class")
+        raise ConfigError(f"{path}: field 'module': {source.module!r} is not a task class")
     return cls
 
 
-def load_task_config(path: str | Path):
-    """(task class, its config) from a YAML file: first read as BaseConfig for `module` and
-    `type`, then as the class's own config (reference §7.1)."""
+@dataclass
+class CheckedYaml:
+    """A task file read and checked as far as it can be without importing its class."""
+    path: str | Path
+    data: dict
+    source: TaskSource
+
+
+def check_task_config(path: str | Path, trust_task_code: bool = False) -> CheckedYaml:
+    """Read the YAML as BaseConfig for `module` and `type`, and settle where the class comes
+    from; nothing is imported."""
     data = read_yaml(path)
     common = {k: v for k, v in data.items()
               if str(k).replace("-", "_") in BaseConfig.__dataclass_fields__}
     base = parse_config(BaseConfig, common, path)
     if base.module:
-        cls = import_task_class(base.module, path)
+        source = task_source(base.module, path, trust_task_code)
     elif base.type in DEFAULT_CLASSES:
-        cls = import_task_class(DEFAULT_CLASSES[base.type], path)
+        source = TaskSource(DEFAULT_CLASSES[base.type], DEFAULT_CLASSES[base.type])
     else:
         raise ConfigError(f"{path}: field 'module': a task of type '{base.type}' needs one")
-    config = parse_config(cls.config_class, data, path)
+    return CheckedYaml(path, data, source)
+
+
+def finish_task_config(checked: CheckedYaml):
+    """(task class, its config): the class imported, then the whole file read as the class's
+    own config (reference §7.1)."""
+    path = checked.path
+    cls = import_task_class(checked.source, path)
+    config = parse_config(cls.config_class, checked.data, path)
     if config.type != "other" and config.type != cls.task_type:
         raise ConfigError(f"{path}: field 'type': {cls.__name__} runs '{cls.task_type}' "
                           f"tasks, not '{config.type}'")
@@ -213,3 +288,9 @@ def load_task_config(path: str | Path):
         raise ConfigError(f"{path}: field 'metrics': unknown metric '{unknown[0]}' for "
                           f"{cls.__name__} (known: {', '.join(cls.METRICS)})")
     return cls, config
+
+
+def load_task_config(path: str | Path, trust_task_code: bool = False):
+    """(task class, its config) from a YAML file; see the module's docstring for which
+    `module:` values are imported without `trust_task_code`."""
+    return finish_task_config(check_task_config(path, trust_task_code))

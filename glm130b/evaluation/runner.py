@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch.distributed as dist
 from tqdm import tqdm
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..errors import UsageError
 from ..parallel import (get_data_parallel_group, get_data_parallel_rank,
                         get_data_parallel_world_size, is_rank0)
-from .configs import BaseConfig, load_task_config
+from .configs import BaseConfig, check_task_config, finish_task_config
 from .datasets import FileData
 from .report import file_line, group_lines, group_stats, results_file, write_json
 from .tasks import Task
@@ -54,9 +54,11 @@ class LoadedTask:
     config: BaseConfig
 
 
-def load_tasks(paths: list[str]) -> list[LoadedTask]:
-    """Every task config, checked, before any model is loaded."""
-    return [LoadedTask(p, *load_task_config(p)) for p in find_task_files(paths)]
+def load_tasks(paths: list[str], trust_task_code: bool = False) -> list[LoadedTask]:
+    """Every task config, checked, before any model is loaded; every file as far as it can be
+    before any task code is imported (see configs: which `module:` needs trust_task_code)."""
+    checked = [check_task_config(p, trust_task_code) for p in find_task_files(paths)]
+    return [LoadedTask(c.path, *finish_task_config(c)) for c in checked]
 
 
 def predict_all(task: Task, data: FileData, bar: tqdm) -> list:
@@ -138,11 +140,18 @@ def report(task: Task, result: dict) -> None:
     result["skipped"] = skipped
 
 
-def evaluate_tasks(model, tokenizer, tasks: list[LoadedTask], data_path: Optional[str] = None,
-                   output_path: Optional[str] = None) -> list[dict]:
-    """Evaluate the loaded tasks in order. A task's `path` is read under `data_path`, or,
-    without one, beside its YAML file. With `output_path`, rank 0 writes every result and
-    every prediction to a new results-<time>.json there, rewritten after each task."""
+def evaluate_tasks(model, tokenizer, tasks: Sequence[Union[LoadedTask, str, os.PathLike]],
+                   data_path: Optional[str] = None, output_path: Optional[str] = None,
+                   trust_task_code: bool = False) -> list[dict]:
+    """Evaluate the tasks in order: as `load_tasks` gives them, or task files and folders,
+    loaded here as `load_tasks(tasks, trust_task_code)` loads them. A task's `path` is read
+    under `data_path`, or, without one, beside its YAML file. With `output_path`, rank 0
+    writes every result and every prediction to a new results-<time>.json there, rewritten
+    after each task."""
+    if not all(isinstance(t, LoadedTask) for t in tasks):
+        if any(isinstance(t, LoadedTask) for t in tasks):
+            raise TypeError("evaluate_tasks takes loaded tasks or task files, not both")
+        tasks = load_tasks([os.fspath(t) for t in tasks], trust_task_code)
     results, start = [], time.perf_counter()
     target = results_file(output_path) if output_path and is_rank0() else None
     for loaded in tasks:

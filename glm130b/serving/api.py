@@ -3,8 +3,9 @@
 playground at `/`.
 
 Bad requests get a 4xx with one clear message, in OpenAI's error shape, never a traceback:
-a body that is not JSON or too large, an unknown field, a wrong type, an option out of range,
-a prompt too long for the model.
+a body that is not JSON (nested past MAX_JSON_DEPTH, not UTF-8, NaN, an unpaired surrogate) or
+too large, an unknown field, a wrong type, an option out of range, a prompt too long for the
+model. A 500 is kept for real faults: logged with a request id that its answer carries.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -31,6 +33,9 @@ from .scheduler import Choice, Scheduler, Request
 
 log = logging.getLogger("glm130b.serve")
 MAX_STOP = 4
+GREEDY_BELOW = 1e-5  # a temperature this low samples the top token anyway
+MAX_JSON_DEPTH = 64  # far beyond any request's shape; Python's parser gives up near 1000
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass
@@ -48,17 +53,56 @@ class ServingConfig:
     max_tokens_limit: Optional[int] = None   # None: what the model's length allows
 
 
-def error_response(status: int, message: str, param: Optional[str] = None) -> JSONResponse:
+def error_body(status: int, message: str, param: Optional[str] = None,
+               request_id: Optional[str] = None) -> dict:
+    """OpenAI's error shape; a server error also names the request, as the log does."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param,
-                                   "code": status}}, status_code=status)
+    error = {"message": message, "type": kind, "param": param, "code": status}
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+def error_response(status: int, message: str, param: Optional[str] = None,
+                   request_id: Optional[str] = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, request_id), status_code=status)
+
+
+class InternalErrors:
+    """ASGI middleware: an exception no handler took is a 500 that carries the id of its log
+    line. Starlette's own handler would log the traceback a second time, without the id."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as e:
+            ident = uuid.uuid4().hex[:12]
+            log.exception("request %s: internal error on %s %s", ident, scope.get("method"),
+                          scope.get("path"))
+            if started:  # too late for a status line: the server closes the connection
+                raise
+            answer = error_response(500, f"internal error ({type(e).__name__}); the server "
+                                         f"log has request {ident}", request_id=ident)
+            await answer(scope, receive, send)
 
 
 # ---- requests ----------------------------------------------------------------------------
 
 class Options(BaseModel):
     """What both endpoints take. Strict: "1" is not a number, 1.0 not an integer."""
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     model: Optional[str] = None
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
@@ -81,7 +125,8 @@ class FillRequest(Options):
     top_p: float = Field(0.7, ge=0.0, le=1.0)
     sampling_strategy: Literal["BaseStrategy", "BeamSearchStrategy"] = "BaseStrategy"
     num_beams: int = Field(4, ge=1)
-    length_penalty: float = 1.0
+    # ((5 + length) / 6) ** length_penalty must stay a finite, non-zero float
+    length_penalty: float = Field(1.0, ge=-10.0, le=10.0)
     no_repeat_ngram_size: int = Field(3, ge=0)
     min_gen_length: int = Field(0, ge=0)
 
@@ -94,6 +139,43 @@ def validation_message(error: ValidationError) -> tuple[str, str]:
     return f"{field}: {first['msg']}", field
 
 
+def parse_json(body: bytes):
+    """The body as JSON, strictly: no NaN or Infinity, no text that cannot be UTF-8, nothing
+    nested deeper than MAX_JSON_DEPTH (which would otherwise end in a RecursionError)."""
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        data = json.loads(body, parse_constant=constant)
+    except RecursionError:
+        raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:  # UnicodeDecodeError and the digit limit of int are ValueErrors
+        raise ApiError(400, f"invalid JSON: {' '.join(str(e).split())}") from None
+    check_json(data)
+    return data
+
+
+def check_json(data) -> None:
+    """Walk the parsed body a level at a time, without recursion: how deep its containers
+    nest, and unpaired surrogates (from \\ud800 escapes) that no tokenizer or answer could
+    encode as UTF-8."""
+    level, depth = [data], 0
+    while level:
+        deeper = []
+        for value in level:
+            if isinstance(value, dict):
+                deeper += [*value.keys(), *value.values()]
+            elif isinstance(value, list):
+                deeper += value
+            elif isinstance(value, str) and SURROGATE.search(value):
+                raise ApiError(400, "invalid JSON: a string holds an unpaired surrogate")
+        if any(isinstance(v, (dict, list)) for v in level):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+        level = deeper
+
+
 async def read_body(http: HttpRequest, model: type[BaseModel], limit: int):
     declared = http.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -103,10 +185,7 @@ async def read_body(http: HttpRequest, model: type[BaseModel], limit: int):
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-    try:
-        data = json.loads(bytes(body))
-    except ValueError as e:
-        raise ApiError(400, f"invalid JSON: {e}") from None
+    data = parse_json(bytes(body))
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     try:
@@ -176,10 +255,11 @@ class Planner:
 
     def strategy(self, req: Options, beam: Optional[FillRequest], k: int):
         """generate.py's strategy for these options. Choice k draws from seed + k (a random
-        seed when none is given); temperature 0 is greedy; top_p 1 keeps every token."""
+        seed when none is given); temperature 0 is greedy, and so is one below
+        GREEDY_BELOW, whose logits / temperature would overflow; top_p 1 keeps every token."""
         seed = (req.seed if req.seed is not None
                 else int.from_bytes(uuid.uuid4().bytes[:7], "big")) + k
-        greedy = req.temperature == 0
+        greedy = req.temperature < GREEDY_BELOW
         sampling = SamplingConfig(
             temperature=1.0 if greedy else req.temperature, top_k=1 if greedy else req.top_k,
             top_p=0.0 if req.top_p >= 1.0 else req.top_p, seed=seed)
@@ -220,6 +300,11 @@ def fill_outputs(choice: Choice, tokenizer) -> dict:
                          for a, p in zip(filled.answers, filled.pieces)])
 
 
+def failed(request: Request, payload) -> Optional[str]:
+    """The scheduler logs a request's end under its number: a server error names it."""
+    return str(request.id) if payload[0] >= 500 else None
+
+
 def sse(data) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -240,10 +325,7 @@ def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
     async def http_error(_, e: HTTPException):
         return error_response(e.status_code, str(e.detail))
 
-    @app.exception_handler(Exception)
-    async def internal_error(_, e: Exception):
-        log.exception("internal error")
-        return error_response(500, f"internal error: {type(e).__name__}")
+    app.add_middleware(InternalErrors)
 
     def authorize(http: HttpRequest) -> None:
         if config.api_key is None:
@@ -300,7 +382,7 @@ def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
                     if kind == "done":
                         return final(request)
                     if kind == "error":
-                        return error_response(*payload)
+                        return error_response(*payload, request_id=failed(request, payload))
                     if loop.time() >= check:
                         if await http.is_disconnected():
                             return error_response(499, "client closed the request")
@@ -320,8 +402,8 @@ def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
                         break
                     else:
                         status, message = payload
-                        yield sse({"error": {"message": message, "type": "server_error",
-                                             "param": None, "code": status}})
+                        yield sse(error_body(status, message,
+                                             request_id=failed(request, payload)))
                         break
                 yield sse("[DONE]")
             finally:  # the client went away mid-stream: free its rows

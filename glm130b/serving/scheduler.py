@@ -255,12 +255,13 @@ class Scheduler:
             tokens, positions = zip(*(c.inputs() for c in decoding))
             logits.append(self.batch.decode(torch.cat(tokens), torch.cat(positions)))
         joining = self._admit()
+        # running before their prefill: should it fail, `run` answers them with the others
+        self.running = decoding + joining
         if joining:
             width = max(c.context_length for c in joining)
             logits.append(self.batch.prefill(*pad_left([c.tokens[0].tolist() for c in joining],
                                                        [c.mask_position for c in joining],
                                                        width)))
-        self.running = decoding + joining
         if not self.running:
             return
         self.peak_rows = max(self.peak_rows, sum(c.rows for c in self.running))

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import urlsplit
 
+from ..cli import add_api_key_args, api_key, run
+from ..errors import UsageError
+
 
 @dataclass
 class Report:
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--api-key", default=None)
+    add_api_key_args(parser, "send 'Authorization: Bearer KEY'")
     parser.add_argument("--output", help="write every answer here, as JSON")
     args = parser.parse_args(argv)
     if args.prompts:
@@ -119,13 +122,12 @@ def main(argv=None) -> int:
             with open(args.prompts, encoding="utf-8") as f:
                 prompts = [line.strip() for line in f if line.strip()]
         except OSError as e:
-            print(f"error: cannot read --prompts: {e}", file=sys.stderr)
-            return 1
+            raise UsageError(f"cannot read --prompts: {e}") from None
     else:
         prompts = ["The capital of France is [MASK].", "Two plus three is"]
     report = run_load(args.url, completion_bodies(prompts, args.requests, args.max_tokens,
                                                   args.seed),
-                      args.concurrency, api_key=args.api_key)
+                      args.concurrency, api_key=api_key(args.api_key, args.api_key_file))
     print(report.summary())
     for error in report.errors[:10]:
         print(f"  {error}", file=sys.stderr)
@@ -136,4 +138,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -55,6 +55,7 @@ class TrainingConfig:
     save_interval: int = 0
     keep_last: int = 0
     load: Optional[str] = None
+    overwrite_checkpoints: bool = False  # start although SAVE holds later checkpoints
     exit_interval: Optional[int] = None
     log_interval: int = 10
     tensorboard_dir: Optional[str] = None  # None: SAVE/tensorboard when saving
