@@ -16,5 +16,5 @@ setup(
     package_data={"glm130b.serving": ["playground.html"]},
     python_requires=">=3.10",
     install_requires=[r for r in requirements if r],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4"], "plot": ["matplotlib>=3.5"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "openai>=1.0"], "plot": ["matplotlib>=3.5"]},
 )

@@ -3,6 +3,10 @@
     python -m glm130b.generate $MODEL_ARGS --input-source interactive
     python -m glm130b.generate $MODEL_ARGS --input-source prompts.txt --output-path samples
 
+The interactive prompt edits lines with readline where Python has it, with this session's
+inputs as history (arrow keys). Blanks are coloured as the reference colours them only on a
+terminal (--color auto; NO_COLOR turns it off). A file's progress bar goes to stderr.
+
 Under `torchrun --nproc_per_node N ... --model-parallel-size N` every rank decodes with the same
 seed; rank 0 reads the input and sends it to the others, and writes the outputs.
 
@@ -13,6 +17,7 @@ written as soon as it is decoded: a bad line costs no decoding, a failure loses 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -60,6 +65,9 @@ def add_generation_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     g.add_argument("--with-id", action="store_true", help="input lines are 'id<TAB>prompt'")
     g.add_argument("--max-inference-batch-size", type=int, default=12,
                    help="prompts of a file decoded together")
+    g.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="underline and colour the blanks in printed outputs; auto: when stdout "
+                        "is a terminal and NO_COLOR is not set")
     # Accepted so that the reference's command lines run unchanged.
     g.add_argument("--mode", choices=("inference",), default="inference", help=argparse.SUPPRESS)
     return parser
@@ -88,6 +96,25 @@ class GenerateConfig:
     max_inference_batch_size: int = 12
     out_seq_length: int = 256           # prompt and generated tokens
     print_all_beams: bool = False
+    color: str = "auto"                 # or "always", "never"
+
+
+def use_color(choice: str) -> bool:
+    """--color: auto colours a terminal only, unless NO_COLOR is set (no-color.org: to
+    anything but the empty string)."""
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def same_terminal(out, err) -> bool:
+    """Whether `out` and `err` write to one terminal, where a progress bar on `err` must be
+    moved aside for each line on `out`."""
+    try:
+        return (out.isatty() and err.isatty()
+                and os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno())))
+    except (OSError, ValueError):  # a stream without a file descriptor (io.UnsupportedOperation)
+        return False
 
 
 # Characters that no prompt or id may hold: NUL cannot be in a file name, the other control
@@ -166,13 +193,14 @@ def output_file(folder: Path, query: Query) -> Path:
     return path
 
 
-def save(folder: Path, query: Query, filled, print_all_beams: bool, echo=print) -> None:
+def save(folder: Path, query: Query, filled, config: GenerateConfig, echo=print) -> None:
     """Print the styled answer(s) and write one line per answer to the query's file."""
-    if print_all_beams and len(filled.styled) > 1:
-        for i, styled in enumerate(filled.styled):
+    shown = filled.styled if use_color(config.color) else filled.plain
+    if config.print_all_beams and len(shown) > 1:
+        for i, styled in enumerate(shown):
             echo(f"Output beam {i}: {styled}")
     else:
-        echo(f"Output: {filled.styled[0]}")
+        echo(f"Output: {shown[0]}")
     path = output_file(folder, query)
     atomic_write_text(path, "".join(answer + "\n" for answer in filled.answers))
 
@@ -189,8 +217,8 @@ class Streamer:
             self.flush()
             print("\nGenerating: " if self.blank is None else "\n            ", end="")
             self.blank, self.shown = blank, Shown()
-        self.text = self.tokenizer.detokenize(blank_ids(ids, self.end_tokens))
-        self._show(settled(self.text))
+        self.text = settled(self.tokenizer, blank_ids(ids, self.end_tokens))
+        self._show(self.text)
 
     def _show(self, text: str) -> None:
         print(self.shown.delta(text), end="", flush=True)
@@ -203,6 +231,17 @@ class Streamer:
         if self.blank is not None:
             self.flush()
             print()
+
+
+def enable_line_editing() -> None:
+    """Arrow keys edit the line and recall earlier inputs (kept in memory for the session):
+    `input` uses readline once it is imported. Not where it is missing (Windows), nor for
+    piped input, which some readline builds would answer with terminal escapes."""
+    if sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401
+        except ImportError:
+            pass
 
 
 def read_query() -> Optional[str]:
@@ -221,6 +260,8 @@ def read_query() -> Optional[str]:
 
 def interactive(config: GenerateConfig, model, tokenizer, strategy) -> None:
     folder = Path(config.output_path)
+    if is_rank0():
+        enable_line_editing()
     while True:
         line = broadcast_object(read_query() if is_rank0() else None)
         if line is None:
@@ -240,7 +281,7 @@ def interactive(config: GenerateConfig, model, tokenizer, strategy) -> None:
                              on_token=streamer)
         if is_rank0():
             streamer.close()
-            save(folder, query, filled[0], config.print_all_beams)
+            save(folder, query, filled[0], config)
             print(f"\nTaken time {time.perf_counter() - start:.2f} s", flush=True)
 
 
@@ -288,6 +329,8 @@ def from_file(config: GenerateConfig, model, tokenizer, strategy, queries: list[
     writer = get_tensor_model_parallel_rank() == 0
     folder = Path(config.output_path)
     size = config.max_inference_batch_size
+    echo = tqdm.write if same_terminal(sys.stdout, sys.stderr) else functools.partial(
+        print, flush=True)
     with tqdm(total=len(mine), unit="prompt", disable=not writer, file=sys.stderr) as bar:
         for start in range(0, len(mine), size):
             batch = mine[start:start + size]
@@ -295,7 +338,7 @@ def from_file(config: GenerateConfig, model, tokenizer, strategy, queries: list[
                                  config.out_seq_length)
             if writer:
                 for query, result in zip(batch, filled):
-                    save(folder, query, result, config.print_all_beams, echo=tqdm.write)
+                    save(folder, query, result, config, echo=echo)
             bar.update(len(batch))
 
 

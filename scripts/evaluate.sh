@@ -4,8 +4,9 @@
 #   DATA_PATH=/data/evaluation bash scripts/evaluate.sh tasks/lambada tasks/mmlu
 #   MODEL_CONFIG=configs/model_glm_tiny.sh bash scripts/evaluate.sh tasks/sample
 # Without DATA_PATH each task's data is read beside its YAML file (as tasks/sample keeps it).
-# Options after the tasks go to python -m glm130b.evaluate (e.g. --output-path DIR, or
-# --trust-task-code for a task whose `module:` is neither glm130b's nor in tasks/ beside it).
+# Options after the tasks go to python -m glm130b.evaluate (e.g. --output-path DIR, --limit N,
+# --allow-missing to skip tasks without data instead of stopping, or --trust-task-code for a
+# task whose `module:` is neither glm130b's nor in tasks/ beside it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"

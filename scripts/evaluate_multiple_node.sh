@@ -5,6 +5,7 @@
 # this repository and its .venv at the same path). Every MP_SIZE consecutive ranks hold one
 # tensor-parallel replica of the model; the replicas share each file's examples, e.g.
 #   HOST_FILE_PATH=hostfile DATA_PATH=/data/evaluation bash scripts/evaluate_multiple_node.sh tasks
+# Options after the tasks go to glm130b.evaluate (--limit N, --allow-missing, --output-path DIR).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"

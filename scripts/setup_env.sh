@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   {
     if [ -n "${GLM_TORCH_SPEC:-}" ]; then "$VENV/bin/pip" install "$GLM_TORCH_SPEC"; fi &&
-    "$VENV/bin/pip" install -r "$ROOT/requirements.txt" pytest ruff matplotlib &&
+    "$VENV/bin/pip" install -r "$ROOT/requirements.txt" pytest ruff matplotlib openai &&
     "$VENV/bin/pip" install --no-deps -e "$ROOT"
   } > "$log" 2>&1 || { tail -n 30 "$log" >&2; echo "error: installation failed, see $log" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -95,9 +95,8 @@ def expected_fill(model, tokenizer, text, max_tokens, seed, **options):
 
 def expected_fills(model, tokenizer, texts, strategy_class, **kw):
     """What `python -m glm130b.generate --seed 1234 --out-seq-length 40` fills for `texts`."""
-    end = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
-    strategy = strategy_class(end_tokens=end, invalid_slices=[slice(tokenizer.num_tokens, None)],
-                              seed=1234, **kw)
+    strategy = strategy_class(end_tokens=end_tokens(tokenizer), seed=1234,
+                              invalid_slices=[slice(tokenizer.num_tokens, None)], **kw)
     prompts = [build_prompt(t, tokenizer, 64) for t in texts]
     return fill_blanks(model, tokenizer, prompts, strategy, out_seq_length=40)
 
@@ -164,3 +163,49 @@ def logged_iterations(log) -> list[int]:
     """Every iteration with a loss in the log, in order, repeats included."""
     return [r["iteration"] for r in map(json.loads, Path(log).read_text().splitlines())
             if "loss" in r]
+
+
+class Favouring(torch.nn.Module):
+    """`model` with all its mass on `token` (e.g. `eod`, which models trained here emit where
+    a document ends): whatever the context, `token` comes next."""
+
+    def __init__(self, model, token: int):
+        super().__init__()
+        self.model, self.token, self.config = model, token, model.config
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        logits = self.model(*args, **kwargs)
+        logits[..., self.token] = logits.max() + 100.0
+        return logits
+
+
+class Emitting(torch.nn.Module):
+    """A model that emits `tokens`, one per step after whatever context (one prompt at a
+    time), then its last one again; with a GLM's `config`, so that it can be served."""
+
+    def __init__(self, tokens, vocab_size: int, max_sequence_length: int = 64):
+        super().__init__()
+        self.tokens, self.width = list(tokens), 0
+        self.config = GLMConfig(num_layers=1, hidden_size=8, num_attention_heads=1,
+                                inner_hidden_size=16, vocab_size=vocab_size,
+                                max_sequence_length=max_sequence_length)
+
+    def forward(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None,
+                parallel_output=False):
+        b, s = input_ids.shape
+        past = len(kv_cache)
+        kv_cache.update(0, torch.zeros(b, 1, s, 1), torch.zeros(b, 1, s, 1))
+        if past == 0:
+            self.width = s
+        logits = torch.zeros(b, s, self.config.vocab_size)
+        logits[:, -1, self.tokens[min(past + s - self.width, len(self.tokens) - 1)]] = 10.0
+        return logits
+
+
+def byte_pieces(tokenizer, char: str = "龍") -> list[int]:
+    """The ids of a character outside the vocabulary: its UTF-8 bytes as byte pieces."""
+    ids = tokenizer.tokenize(char)
+    assert len(ids) == len(char.encode()) and tokenizer.incomplete_tail(ids[:1]) == 1
+    return ids

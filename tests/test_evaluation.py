@@ -1,6 +1,7 @@
 """Evaluation (reference §2.2, §2.3, §2.5, §7): inputs checked against each choice, window and
 generation built on its own from the reference's description; metrics and the report against
 hand-worked numbers; configs and data files refused or set aside with file and field/line."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,18 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glm130b.errors import ConfigError
+from glm130b.errors import ConfigError, UsageError
 from glm130b.evaluation import (GenerationTask, GenerationTaskConfig,
                                 LanguageModelTask, LanguageModelTaskConfig, MultiChoiceTask,
                                 MultiChoiceTaskConfig, evaluate_tasks, load_task_config,
                                 load_tasks)
 from glm130b.evaluation import metrics
+from glm130b.generation import end_tokens
 from glm130b.evaluation.datasets import (ChoiceExample, FileData, GenerationExample,
                                         build_multiple_choice_sample, choice_example)
 from glm130b.evaluation.ethnic import CrowsPairTask, StereoSetTask
 from glm130b.evaluation.lambada import LAMBADA, LambadaBeamSearch, punctuation_bans
 from glm130b.evaluation.pile import Pile, PileConfig
-from glm130b.evaluation.report import group_lines, group_stats
+from glm130b.evaluation.report import (RunInfo, group_lines, group_stats, group_stderr,
+                                       summary_lines, summary_rows)
+from glm130b.evaluation.runner import correct_counts
 from glm130b.evaluation.sample_tasks import sample_files
 from glm130b.model import AttentionMask
 from helpers import lively_model
@@ -188,7 +192,7 @@ def test_greedy_generation_follows_the_reference_inputs(model, tokenizer, use_ta
     task = GenerationTask(model, tokenizer, cfg)
     examples = [GenerationExample(t, [], {}) for t in texts]
     got = task.predict(examples, FileData("f", examples))
-    end = [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+    end = end_tokens(tokenizer)
     want = [greedy_alone(model, t, task.mask_id, task.sop_id, use_task_mask, unidirectional, 6,
                          end, tokenizer.num_tokens) for t in texts]
     assert got == want
@@ -417,3 +421,93 @@ def test_mmlu_reports_an_overall_group(model, tokenizer, tmp_path, capsys):
     assert [n for _, n in files] == [3, 3, 5, 5]  # the groups in the order of the YAML
     assert result["overall"] == group_stats(files)
     assert group_lines("Overall", result["overall"])[0] in capsys.readouterr().out
+
+
+# ---- missing data, --limit, the summary and what the results file says ----------------------
+
+def test_missing_data_is_one_line_unless_allowed(model, tokenizer, tmp_path):
+    yaml = write(tmp_path / "t.yaml", "name: t\ntype: mul\npath: nowhere\n")
+    with pytest.raises(UsageError) as error:
+        evaluate_tasks(model, tokenizer, [yaml])
+    assert str(error.value).startswith(f"{yaml}: the data folder {tmp_path / 'nowhere'} does "
+                                       "not exist; ")
+    assert "\n" not in str(error.value)
+    [result] = evaluate_tasks(model, tokenizer, [yaml], output_path=str(tmp_path / "out"),
+                              allow_missing=True)
+    assert result["groups"] == {}
+    [written] = (tmp_path / "out").iterdir()
+    saved = json.loads(written.read_text(encoding="utf-8"))
+    assert saved["missing"] == [{"task": "t", "yaml": str(yaml),
+                                 "path": str(tmp_path / "nowhere")}]
+
+
+def test_limit_takes_the_first_examples_of_each_file(model, tokenizer, tmp_path):
+    good = {"inputs_pretokenized": "Two plus three is", "choices_pretokenized": ["five", "red"],
+            "label": 0}
+    (tmp_path / "d").mkdir()
+    for name in ("a", "b"):  # line 2 is bad: the first two examples are lines 1 and 3
+        write(tmp_path / "d" / f"{name}.jsonl",
+              "\n".join([json.dumps(good), "{bad"] + [json.dumps(good)] * 3) + "\n")
+    yaml = write(tmp_path / "t.yaml", 'name: t\ntype: mul\npath: d\nfile-pattern: "*.jsonl"\n')
+    [result] = evaluate_tasks(model, tokenizer, [yaml], limit=2)
+    for name in ("a", "b"):
+        entry = result["groups"]["all"]["files"][f"{name}.jsonl"]
+        where = tmp_path / "d" / f"{name}.jsonl"
+        assert entry["examples"] == 2 and entry["skipped"] == [f"{where}:2: not JSON (Expecting "
+                                                                "property name enclosed in double "
+                                                                "quotes)"]
+        assert [p["line"] for p in entry["predictions"]] == [f"{where}:1", f"{where}:3"]
+        first = entry["predictions"][0]["input"]
+        assert first == {"ids": tokenizer.tokenize("Two plus three is"),
+                         "text": tokenizer.decode(tokenizer.tokenize("Two plus three is"))}
+
+
+def test_summary_on_a_hand_worked_example(model, tokenizer):
+    task = MultiChoiceTask(model, tokenizer, config(MultiChoiceTaskConfig))
+    examples = [ChoiceExample([5], [[6], [7]], label, {}) for label in (0, 1, 0, 1)]
+    predictions = [[0.0, -1.0], [-1.0, 0.0], [0.0, -1.0], [0.0, -1.0]]  # 3 of 4 right
+    data = FileData("f", examples)
+    assert task.score(predictions, data) == {"Accuracy": 75.0}
+    assert correct_counts(task, predictions, data) == {"Accuracy": 3}
+    stderr = group_stderr([({"Accuracy": 3}, 4)])
+    assert stderr == {"Accuracy": pytest.approx(100 * math.sqrt(0.75 * 0.25 / 3))}  # 25.0
+    # pooled over files: 3 of 4 and 1 of 4 right is 4 of 8
+    assert group_stderr([({"Accuracy": 3}, 4), ({"Accuracy": 1}, 4), ({}, 5)]) == {
+        "Accuracy": pytest.approx(100 * math.sqrt(0.5 * 0.5 / 7))}
+    result = {"name": "t", "groups": {"g": {"stats": group_stats([({"Accuracy": 75.0,
+                                                                    "F1": 10.0}, 4)]),
+                                            "stderr": stderr}}}
+    rows = summary_rows([result])
+    assert rows == [{"task": "t", "group": "g", "metric": "Accuracy", "value": 75.0,
+                     "stderr": pytest.approx(25.0)},
+                    {"task": "t", "group": "g", "metric": "F1", "value": 10.0, "stderr": None}]
+    assert summary_lines(rows) == ["| Task | Group | Metric   |  Value |   | Stderr |",
+                                   "|------|-------|----------|--------|---|--------|",
+                                   "| t    | g     | Accuracy | 75.000 | ± | 25.000 |",
+                                   "| t    | g     | F1       | 10.000 |   |        |"]
+
+
+def test_results_file_says_what_made_it(model, tokenizer, tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    item = {"inputs_pretokenized": "A cat", "choices_pretokenized": ["sat", "red"], "label": 0}
+    write(tmp_path / "d" / "x.jsonl", json.dumps(item) + "\n")
+    yaml = write(tmp_path / "t.yaml", "name: t\ntype: mul\npath: d\n")
+    info = RunInfo(model=model.config, checkpoint="ckpt", iteration="7", tokenizer_type="sp",
+                   tokenizer_model="tok.model", seed=3, version="9.9", commit=None)
+    evaluate_tasks(model, tokenizer, [yaml], output_path=str(tmp_path / "out"), run_info=info)
+    out = capsys.readouterr().out
+    assert out.index("Group all Accuracy: ") < out.index("Finish 1 task in ") < out.index(
+        "| Task | Group | Metric ")
+    [written] = (tmp_path / "out").iterdir()
+    saved = json.loads(written.read_text(encoding="utf-8"))
+    run = saved["run"]
+    assert run["model"] == dataclasses.asdict(model.config)
+    assert run["checkpoint"] == {"folder": "ckpt", "iteration": "7"}
+    assert run["tokenizer"] == {"type": "sp", "model": "tok.model"}
+    assert (run["seed"], run["version"], run["commit"], run["limit"]) == (3, "9.9", None, None)
+    assert run["started"] <= run["finished"]
+    [row] = saved["summary"]
+    assert (row["task"], row["group"], row["metric"]) == ("t", "all", "Accuracy")
+    [prediction] = saved["tasks"][0]["groups"]["all"]["files"]["x.jsonl"]["predictions"]
+    assert prediction["line"] == f"{tmp_path / 'd' / 'x.jsonl'}:1"
+    assert prediction["input"]["ids"] == tokenizer.tokenize("A cat")

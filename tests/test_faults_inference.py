@@ -420,7 +420,8 @@ def test_the_evaluate_command_refuses_then_trusts(tmp_path, library, capsys):
         f"error: {untrusted(yaml, 'evil_tasks.evil.EvilTask')}"]
     # trusted: the task loads, and the run goes on to the model (no arguments for one here)
     with pytest.raises(SystemExit) as exit:
-        run(evaluate_main, ["--task", str(yaml), "--trust-task-code"] + tokenizer)
+        run(evaluate_main, ["--task", str(yaml), "--trust-task-code", "--allow-missing"]
+            + tokenizer)
     assert exit.value.code == 1 and library.read_text() == "imported"
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: missing model arguments --num-layers"), line

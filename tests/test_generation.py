@@ -8,11 +8,14 @@ import torch
 from torch import nn
 
 from glm130b.errors import PromptError
-from glm130b.generation import (BaseStrategy, BeamSearchStrategy, Filling, Shown,
-                                batch_filling_sequence, build_prompt, fill_blanks, settled,
-                                top_k_top_p_filter)
+from glm130b.evaluation import GenerationTask, GenerationTaskConfig
+from glm130b.evaluation.datasets import FileData, GenerationExample
+from glm130b.generation import (BaseStrategy, BeamSearchStrategy, Filling, SamplingConfig, Shown,
+                                batch_filling_sequence, blank_ids, build_prompt, build_strategy,
+                                end_tokens, fill_blanks, settled, top_k_top_p_filter)
+from glm130b.generation.filling import styled
 from glm130b.model.masks import dense_mask
-from helpers import CONTEXTS, MASK_POSITIONS, lively_model
+from helpers import CONTEXTS, MASK_POSITIONS, Favouring, byte_pieces, lively_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -336,11 +339,73 @@ def test_a_blank_without_budget_stays_empty_and_the_next_may_fit(tokenizer):
     assert filled.blanks[0][0] == "" and len(filled.blanks[0]) == 2
 
 
-def test_streamed_text_shows_each_part_once_and_waits_for_incomplete_characters():
+def test_streamed_text_shows_each_part_once_and_waits_for_incomplete_characters(tokenizer):
+    tok = tokenizer
+    dragon, paris = byte_pieces(tok), tok.tokenize("Paris")
     shown = Shown()
-    assert [shown.delta(settled(t)) for t in ("Par", "Paris \ufffd", "Paris 巴", "Pa")] == \
-        ["Par", "is ", "巴", ""]
-    assert shown.text == "Paris 巴"
+    steps = [paris, paris + dragon[:1], paris + dragon[:2], paris + dragon, tok.tokenize("Pa")]
+    assert [shown.delta(settled(tok, ids)) for ids in steps] == ["Paris", "", "", "龍", ""]
+    assert shown.text == "Paris龍"
+    # a byte that nothing can complete any more keeps SentencePiece's U+FFFD
+    assert settled(tok, dragon[:1] + paris) == tok.detokenize(dragon[:1] + paris)
+    assert settled(tok, dragon[:1] + paris).startswith("\ufffd")
+
+
+def test_no_streamed_or_final_text_holds_part_of_a_character(tokenizer):
+    tok = tokenizer
+    dragon, red, eop = byte_pieces(tok), tok.tokenize("red"), tok.get_command("eop")
+    prompt = build_prompt("法国的首都是[MASK]。二加三等于[MASK]。", tok, 64)
+    # the first blank stops after a character's first byte, the second goes on with text
+    model = ScriptedModel(tok.num_tokens, [red + dragon[:1] + [eop], dragon[:1] + red + [eop]])
+    streamed = {}
+
+    def on_token(prompt, blank, ids):
+        streamed.setdefault(blank, []).append(settled(tok, blank_ids(ids, end_tokens(tok))))
+
+    strategy = BaseStrategy(top_k=1, end_tokens=end_tokens(tok))
+    [filled] = fill_blanks(model, tok, [prompt], strategy, 40, on_token=on_token)
+    assert filled.blanks == [["red", tok.detokenize(dragon[:1] + red)]]
+    assert all("\ufffd" not in text for text in streamed[0]) and streamed[0][-1] == "red"
+    assert filled.answers[0].count("\ufffd") == 1  # the second blank's, as SentencePiece has it
+    # a [gMASK] fill whose budget ends after the first byte
+    prompt = build_prompt("Two plus three is", tok, 64)
+    model = ScriptedModel(tok.num_tokens, [red + dragon[:1]])
+    [filled] = fill_blanks(model, tok, [prompt], strategy, len(prompt.tokens) + 1 + len(red) + 1)
+    assert filled.blanks == [["red"]] and not filled.answers[0].endswith("\ufffd")
+
+
+def test_a_blank_ends_at_eod_in_generate_and_evaluation(tokenizer):
+    tok = tokenizer
+    eod, red = tok.get_command("eod"), tok.tokenize("red")
+    prompt = build_prompt("Two plus three is", tok, 64)
+    model = ScriptedModel(tok.num_tokens, [red + [eod]])
+    strategy = build_strategy(tok, tok.num_tokens, SamplingConfig(top_k=1))
+    [filled] = fill_blanks(model, tok, [prompt], strategy, 40)
+    assert filled.blanks[0] == ["red"] and "[eod]" not in filled.answers[0]
+    assert len(model.calls) == len(red) + 1  # and not on to the end of the budget
+    beams = SamplingConfig(sampling_strategy="BeamSearchStrategy", num_beams=2)
+    model = Favouring(lively_model(vocab_size=tok.num_tokens), eod)
+    [filled] = fill_blanks(model, tok, [prompt], build_strategy(tok, tok.num_tokens, beams), 40)
+    assert filled.blanks[0] == [""] and not any("[eod]" in a for a in filled.answers)
+    model = Favouring(lively_model(vocab_size=tok.num_tokens), eod)
+    task = GenerationTask(model, tok, GenerationTaskConfig(name="t", type="gen", path=".",
+                                                          max_gen_length=6))
+    examples = [GenerationExample(tok.tokenize("The capital of France is"), [], {})]
+    assert task.predict(examples, FileData("f", examples)) == [[]] and model.calls == 1
+
+
+def test_blanks_are_spaced_off_by_the_script_beside_them(tokenizer):
+    prompt = build_prompt("France is[MASK].", tokenizer, 64)
+    cases = [(["France is", "A", "."], "France is A ."),                    # the case
+             (["The capital of China is", "北京", "."], "The capital of China is 北京 ."),
+             (["法国的首都是", "Paris", "。"], "法国的首都是Paris。"),
+             (["Hello 世界，", "friend", "!"], "Hello 世界，friend !"),
+             (["Say ", "hi", ""], "Say hi"),  # a space there already; none at the end
+             (["", "Paris", " is big"], "Paris is big")]
+    for pieces, want in cases:
+        assert styled(pieces, prompt, color=False) == want
+    green, end = "\x1b[0;32m\033[4m", "\033[0m\x1b[0m"
+    assert styled(["France is", "A", "."], prompt) == f"France is {green}A{end} ."
 
 
 def test_fill_blanks_batches_prompts_with_several_masks_as_each_alone(tokenizer):

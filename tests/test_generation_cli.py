@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import glm130b.generate as generate_module
 from glm130b.cli import run
 from glm130b.generate import PROMPT, main
+from glm130b.initialize import initialize_model
 from glm130b.generation import BaseStrategy, BeamSearchStrategy
-from helpers import FRANCE, NO_MASK, TWO_BLANKS, expected_fills, tiny_checkpoint
+from helpers import FRANCE, NO_MASK, TWO_BLANKS, Favouring, expected_fills, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TOO_LONG = "one two three " * 30
@@ -46,7 +48,7 @@ def test_file_mode_writes_one_file_per_prompt_with_id(setup, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["q1.txt", "q2.txt", "q3.txt"]
     for name, filled in zip(["q1", "q2", "q3"], want):
         assert (out / f"{name}.txt").read_text(encoding="utf-8") == filled.answers[0] + "\n"
-        assert f"Output: {filled.styled[0]}" in proc.stdout
+        assert f"Output: {filled.plain[0]}" in proc.stdout  # piped: no colours
     assert "3/3" in proc.stderr  # the progress bar
 
 
@@ -62,7 +64,7 @@ def test_interactive_mode_through_stdin(setup, tmp_path):
     assert text.count(PROMPT.strip()) == 4  # asked again after each input
     assert f"Input: {FRANCE}" in text
     assert f"Generating: {filled.blanks[0][0]}" in text  # streamed
-    assert f"Output: {filled.styled[0]}" in text
+    assert f"Output: {filled.plain[0]}" in text and "\x1b" not in text
     assert "Taken time" in text and "Query should not be empty!" in text
     assert "error: input: text too long" in text  # and the session goes on to `stop`
     [written] = list(out.iterdir())
@@ -82,12 +84,46 @@ def test_beam_search_files_without_id_and_all_beams(setup, tmp_path, capsys):
                         "--print-all-beams"]) == 0
     want = expected_fills(model, tokenizer, [FRANCE, second], BeamSearchStrategy, num_beams=2,
                     length_penalty=1.0, consider_end=True, no_repeat_ngram_size=3)
-    files = sorted(out.iterdir(), key=lambda p: len(p.read_text(encoding="utf-8")))
+    # read as written: an answer may hold a carriage return (a byte piece), which
+    # read_text would turn into a line feed
+    files = sorted(out.iterdir(), key=lambda p: len(p.read_bytes().decode()))
     assert len(files) == 2 and all(p.name.startswith("The capital of Franc-") for p in files)
     contents = sorted(("".join(a + "\n" for a in f.answers) for f in want), key=len)
-    assert [p.read_text(encoding="utf-8") for p in files] == contents
+    assert [p.read_bytes().decode() for p in files] == contents
     printed = capsys.readouterr().out
-    assert f"Output beam 1: {want[0].styled[1]}" in printed
+    assert f"Output beam 1: {want[0].plain[1]}" in printed
+
+
+@pytest.mark.parametrize("color, styled", [("always", True), ("never", False), ("auto", False)])
+def test_color_flag(setup, tmp_path, capsys, color, styled):
+    model, tokenizer, args = setup
+    source = tmp_path / "prompts.txt"
+    source.write_text(f"{FRANCE}\n", encoding="utf-8")
+    assert main(args + ["--input-source", str(source), "--output-path", str(tmp_path / "out"),
+                        "--top_k", "1", "--color", color]) == 0
+    [want] = expected_fills(model, tokenizer, [FRANCE], BaseStrategy, top_k=1)
+    out = capsys.readouterr().out  # not a terminal: auto writes no colours
+    assert f"Output: {(want.styled if styled else want.plain)[0]}" in out
+    assert ("\x1b[" in out) == styled
+
+
+def test_a_blank_ends_at_eod(setup, tmp_path, capsys, monkeypatch):
+    model, tokenizer, args = setup
+    eod = tokenizer.get_command("eod")
+    loaded = []
+
+    def favouring_eod(*a):
+        loaded.append(Favouring(initialize_model(*a), eod))
+        return loaded[-1]
+
+    monkeypatch.setattr(generate_module, "initialize_model", favouring_eod)
+    source = tmp_path / "prompts.txt"
+    source.write_text(f"q1\t{NO_MASK}\n", encoding="utf-8")
+    assert main(args + ["--input-source", str(source), "--output-path", str(tmp_path / "out"),
+                        "--with-id"]) == 0
+    assert (tmp_path / "out" / "q1.txt").read_text(encoding="utf-8") == NO_MASK + "\n"
+    assert loaded[0].calls == 1  # stopped at the first token, eod, not at --out-seq-length
+    assert "[eod]" not in capsys.readouterr().out
 
 
 def test_prompt_too_long_is_one_line_and_exit_code_2(setup, tmp_path, capsys):

@@ -181,3 +181,24 @@ def test_playground_fills_a_mask_in_a_real_browser(tmp_path):
     assert shown == f"{pieces[0]} {pieces[1]} {pieces[2]} {pieces[3]} {pieces[4]}"
     assert error.startswith("error: prompt: text too long")
     assert (artifacts / "playground.png").stat().st_size > 5000
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_playground_spaces_blanks_by_the_cli_rule():
+    """One rule in two languages: the page's `spaced` and CLOSE_SCRIPT, run by Node, answer
+    as filling.py's for Latin, CJK, kana, Hangul, full-width, spaces and the text's end."""
+    import re
+    from glm130b.generation.filling import CLOSE_SCRIPT, spaced
+    page = (REPO / "glm130b" / "serving" / "playground.html").read_text(encoding="utf-8")
+    script = re.search(r"^const CLOSE_SCRIPT = .*?;$", page, re.M).group() + "\n" + \
+        re.search(r"^function spaced\(.*?^}$", page, re.M | re.S).group()
+    chars = ["", "s", ".", " ", "\t", "是", "。", "あ", "カ", "한", "，", "!", "é", "1", "世"]
+    out = subprocess.run([NODE, "-e", script + f"\nconsole.log(JSON.stringify("
+                          f"{json.dumps(chars)}.map(spaced)))"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [spaced(c) for c in chars]
+    assert CLOSE_SCRIPT.pattern.encode("unicode_escape").decode() in page.replace("\\\\", "\\")

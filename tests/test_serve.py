@@ -460,3 +460,24 @@ def test_tp2_server_under_torchrun_answers_as_one_process(setup, tmp_path):
             out, _ = proc.communicate()
     # rank 0 finished serving and told rank 1 to stop: neither failed
     assert "Application shutdown complete" in out and "[rank" not in out, out[-3000:]
+
+
+def test_a_blank_ends_at_eod_and_no_text_holds_part_of_a_character(setup):
+    from helpers import Emitting, Favouring, byte_pieces
+    model, tokenizer, _ = setup
+    eod = tokenizer.get_command("eod")
+    with local_server(Favouring(model, eod), tokenizer) as srv:
+        status, answer = request(srv.url, "/v1/completions",
+                                 dict(prompt="Two plus three is", max_tokens=8, temperature=0))
+    assert status == 200 and answer["choices"][0]["text"] == ""
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] == 1  # eod, and nothing after it
+    red, dragon = tokenizer.tokenize("red"), byte_pieces(tokenizer)
+    emitting = Emitting(red + dragon[:1] + [eod], tokenizer.num_tokens)
+    with local_server(emitting, tokenizer) as srv:
+        chunks = events(srv.url, "/v1/completions",
+                        dict(prompt="Two plus three is", max_tokens=8, temperature=0))
+    texts = [c["choices"][0]["text"] for c in chunks[:-1]]
+    assert "".join(texts) == "red" and "\ufffd" not in "".join(texts)
+    final = chunks[-1]["choices"][0]
+    assert final["blanks"] == ["red"] and "\ufffd" not in final["filled"]

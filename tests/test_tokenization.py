@@ -279,3 +279,14 @@ def test_train_cli_missing_input(tmp_path):
     assert out.stderr.strip().count("\n") == 0
     assert "missing.txt" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.model").exists()
+
+
+def test_incomplete_tail_counts_only_bytes_that_may_still_complete(tmp_path):
+    from helpers import byte_pieces, make_tokenizer
+    tok = make_tokenizer(tmp_path)
+    b, red = byte_pieces(tok), tok.tokenize("red")  # 龍: E9 BE 8D, three byte pieces
+    assert [tok.incomplete_tail(ids) for ids in (b[:1], b[:2], b, red + b[:2])] == [1, 2, 0, 2]
+    # a continuation byte alone, or a lead byte after which another lead came: invalid for
+    # good, decoded as U+FFFD; only the last lead byte may still complete
+    assert [tok.incomplete_tail(ids) for ids in (b[1:2], b[:1] + red, b[:1] * 2)] == [0, 0, 1]
+    assert tok.incomplete_tail(red) == 0 and tok.incomplete_tail([]) == 0

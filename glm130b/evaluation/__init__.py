@@ -4,5 +4,7 @@ language-model tasks with the reference's inputs and metrics, and the report. A 
 (`trust_task_code`)."""
 from .configs import (BaseConfig, GenerationTaskConfig, LanguageModelTaskConfig,
                       MultiChoiceTaskConfig, load_task_config)
-from .runner import LoadedTask, evaluate_task, evaluate_tasks, find_task_files, load_tasks
+from .report import RunInfo
+from .runner import (LoadedTask, check_data, evaluate_task, evaluate_tasks, find_task_files,
+                     load_tasks)
 from .tasks import GenerationTask, LanguageModelTask, MultiChoiceTask, Task

@@ -2,14 +2,17 @@
 (reference §2.2, §2.3, §2.5, §7.3).
 
 A file is read line by line; a line that is not JSON, lacks a field or holds a label out of
-range is set aside as `<file>:<line>: <why>` and the rest of the file is used.
+range is set aside as `<file>:<line>: <why>` and the rest of the file is used. Under
+`examples_limit(n)` reading stops after a file's first n examples (`--limit`).
 """
 from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -26,12 +29,29 @@ class FileData:
     skipped: list[str] = field(default_factory=list)
     documents: list = field(default_factory=list)  # language modelling: the texts windowed
     single_token: bool = False  # multiple choice: every choice of the file is one token
+    lines: list[int] = field(default_factory=list)  # jsonl: the line of each example (document)
+
+
+# Set by the runner around Task.read, so that every task class reading through read_jsonl,
+# custom ones included, is limited without a parameter of its own.
+_LIMIT: ContextVar[Optional[int]] = ContextVar("examples_limit", default=None)
+
+
+@contextmanager
+def examples_limit(limit: Optional[int]) -> Iterator[None]:
+    token = _LIMIT.set(limit)
+    try:
+        yield
+    finally:
+        _LIMIT.reset(token)
 
 
 def read_jsonl(path: str, build: Callable[[dict], object]) -> FileData:
-    data = FileData(path, [])
+    data, limit = FileData(path, []), _LIMIT.get()
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
+            if limit is not None and len(data.examples) >= limit:
+                break
             if not line.strip():
                 continue
             try:
@@ -39,11 +59,32 @@ def read_jsonl(path: str, build: Callable[[dict], object]) -> FileData:
                 if not isinstance(item, dict):
                     raise DataError("a line must be a JSON object")
                 data.examples.append(build(item))
+                data.lines.append(number)
             except json.JSONDecodeError as e:
                 data.skipped.append(f"{path}:{number}: not JSON ({e.msg})")
             except DataError as e:
                 data.skipped.append(f"{path}:{number}: {e}")
     return data
+
+
+def model_input(example, data: FileData, config) -> Optional[list[int]]:
+    """The token ids an example puts before the model, for the results file: its context as
+    cut to fit, or a language-model window; None for an example of a custom kind."""
+    if data.documents:  # language modelling: (document, window)
+        document_index, window = example
+        start = window * config.generation_length
+        return data.documents[document_index].tokens[start:start + config.max_seq_length - 1]
+    text = getattr(example, "text", None)
+    return text if isinstance(text, list) else None
+
+
+def source_line(index: int, example, data: FileData) -> str:
+    """`file:line` an example was read from; just the file for a plain text document."""
+    if data.documents:
+        line = data.documents[example[0]].line
+    else:
+        line = data.lines[index] if index < len(data.lines) else None
+    return data.path if line is None else f"{data.path}:{line}"
 
 
 def _ids(value, key: str, num_tokens: int) -> list[int]:
@@ -213,6 +254,7 @@ class Document:
     num_words: int   # space-separated words of the raw text: the unit of perplexity
     num_bytes: int   # UTF-8 bytes of the raw text: the unit of bits per byte
     meta: dict = field(default_factory=dict)
+    line: Optional[int] = None  # where a jsonl file holds it (empty documents are dropped)
 
 
 def document(text: str, tokens: list[int], meta: Optional[dict] = None) -> Document:

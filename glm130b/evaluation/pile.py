@@ -43,4 +43,6 @@ class Pile(LanguageModelTask):
                 raise DataError("missing field 'meta.pile_set_name'")
             return document(text, tokenized(item, "text", self.tokenizer), meta)
         data = read_jsonl(path, build)
+        for doc, line in zip(data.examples, data.lines):
+            doc.line = line
         return self.windowed(data, data.examples)

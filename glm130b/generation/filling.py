@@ -20,6 +20,10 @@ from ..model import AttentionMask
 from .batch import DecodeBatch, pad_left
 
 MASK_PATTERN = re.compile(r"\[[sg]?MASK\]")
+# Scripts written without spaces between words: CJK punctuation, kana, ideographs, Hangul
+# syllables, full-width forms. playground.html's CLOSE_SCRIPT is the same class.
+CLOSE_SCRIPT = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                          "\uff00-\uffef]")
 # How the reference underlines a blank on a terminal: [MASK]/[sMASK] green, [gMASK] plain.
 STYLE = {False: ("\x1b[0;32m\033[4m", "\033[0m\x1b[0m"), True: ("\033[4m", "\033[0m")}
 
@@ -109,6 +113,7 @@ def batch_filling_sequence(model, contexts: Sequence[Sequence[int]],
 class Filled:
     answers: list[str]         # per beam: the whole text, blanks filled, trailing eos dropped
     styled: list[str]          # per beam: the same for a terminal, blanks underlined
+    plain: list[str]           # per beam: as `styled`, without the terminal's colours
     pieces: list[list[str]]    # per beam: text, blank, text, blank, ..., text
 
     @property
@@ -117,12 +122,26 @@ class Filled:
         return [p[1::2] for p in self.pieces]
 
 
-def styled(pieces: Sequence[str], prompt: Prompt) -> str:
-    """Blanks underlined as the reference shows them, with a space each side in English."""
-    space = " " if prompt.text.isascii() else ""
-    open_, close = STYLE[prompt.use_gmask]
-    return "".join(p if k % 2 == 0 else space + open_ + p + close + space
-                   for k, p in enumerate(pieces))
+def spaced(neighbour: str) -> bool:
+    """Whether a space sets a blank apart from `neighbour`, the character of the text next to
+    it on one side ("" at either end of the text). Latin script gets one, as the reference
+    shows English; CJK none, whatever the fill; nor does the text's end, nor text with a space
+    there already. The playground's `spaced` is this rule too."""
+    return bool(neighbour) and not (neighbour.isspace() or CLOSE_SCRIPT.match(neighbour))
+
+
+def styled(pieces: Sequence[str], prompt: Prompt, color: bool = True) -> str:
+    """Blanks underlined as the reference shows them (`color`), each spaced off its
+    neighbouring text by `spaced`."""
+    open_, close = STYLE[prompt.use_gmask] if color else ("", "")
+    out = []
+    for k, p in enumerate(pieces):
+        if k % 2 == 0:
+            out.append(p)
+            continue
+        out += [" " if spaced(pieces[k - 1][-1:]) else "", open_, p, close,
+                " " if spaced(pieces[k + 1][:1]) else ""]
+    return "".join(out)
 
 
 @dataclass
@@ -178,6 +197,7 @@ class Filling:
         self.outputs = []
         for i, output in enumerate(results):
             end = len(output) - (1 if len(output) > sop + 1 and output[-1] in end_tokens else 0)
+            end -= tokenizer.incomplete_tail(output[sop + 1:end])  # a character cut short
             prefix = tokenizer.detokenize(output[self.last_pos[i]:mask_position])
             blank = tokenizer.detokenize(output[sop + 1:end]) if texts is None else texts[i]
             self.pieces[i] += [prefix, blank]
@@ -193,7 +213,8 @@ class Filling:
                 output = output[:-1]
             pieces.append(self.pieces[i] + [tokenizer.detokenize(output[self.last_pos[i]:])])
             answers.append(tokenizer.detokenize(output))
-        return Filled(answers, [styled(p, self.prompt) for p in pieces], pieces)
+        return Filled(answers, [styled(p, self.prompt) for p in pieces],
+                      [styled(p, self.prompt, color=False) for p in pieces], pieces)
 
 
 def fill_blanks(model, tokenizer, prompts: Sequence[Prompt], strategy, out_seq_length: int,
@@ -230,10 +251,11 @@ def blank_ids(ids: Iterable[int], end_tokens: Collection[int]) -> list[int]:
     return [t for t in ids if t >= 0 and t not in end_tokens]
 
 
-def settled(text: str) -> str:
-    """A growing text without its trailing incomplete character: a byte-fallback piece whose
-    next bytes have not come yet reads as U+FFFD."""
-    return text.rstrip("\ufffd")
+def settled(tokenizer, ids: Sequence[int]) -> str:
+    """The text of a growing blank's ids (`blank_ids`), without a trailing character whose
+    byte pieces have not all come yet: it would read as U+FFFD, then change. A U+FFFD for
+    bytes no continuation can mend stays, as SentencePiece decodes it."""
+    return tokenizer.detokenize(ids[:len(ids) - tokenizer.incomplete_tail(ids)])
 
 
 class Shown:

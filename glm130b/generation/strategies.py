@@ -259,8 +259,12 @@ class BeamSearchStrategy:
 
 
 def end_tokens(tokenizer) -> list[int]:
-    """A blank ends at [eop] or at the end of the text (reference §6.4)."""
-    return [tokenizer.get_command("eop"), tokenizer.get_command("eos")]
+    """A blank ends at [eop] or at the end of the text (reference §6.4), or at the end of a
+    document: preprocessing ends every document with `eod`, so models trained here emit it
+    where a [gMASK] or [sMASK] fill is done. The CLI, the server and evaluation all end blanks
+    here. icetk has an `eod` too (150003), but the released GLM-130B does not emit it at the
+    end of a blank, so its outputs are the reference's."""
+    return [tokenizer.get_command(name) for name in ("eop", "eos", "eod")]
 
 
 def padding_slices(tokenizer, vocab_size: int) -> list[slice]:
@@ -284,7 +288,7 @@ class SamplingConfig:
 
 
 def build_strategy(tokenizer, vocab_size: int, sampling: SamplingConfig):
-    """The strategy `generate` decodes with: it ends a blank at [eop]/eos and never picks the
+    """The strategy `generate` decodes with: it ends a blank at `end_tokens` and never picks the
     vocabulary's padding rows."""
     ends, invalid = end_tokens(tokenizer), padding_slices(tokenizer, vocab_size)
     s = sampling

@@ -3,7 +3,7 @@
 playground at `/`.
 
 Bad requests get a 4xx with one clear message, in OpenAI's error shape, never a traceback:
-a body that is not JSON (nested past MAX_JSON_DEPTH, not UTF-8, NaN, an unpaired surrogate) or
+a body that is not JSON (too deep, not UTF-8, NaN, an unpaired surrogate: see `schema`) or
 too large, an unknown field, a wrong type, an option out of range, a prompt too long for the
 model. A 500 is kept for real faults: logged with a request id that its answer carries.
 """
@@ -13,29 +13,29 @@ import asyncio
 import hmac
 import json
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..config import GLMConfig
 from ..errors import ApiError, PromptError, Unavailable
 from ..generation import SamplingConfig, build_prompt, build_strategy
+from .schema import (CompletionRequest, DetokenizeRequest, FillRequest, Options,
+                     TokenizeRequest, read_body)
 from .scheduler import Choice, Scheduler, Request
+from .scoring import (ScoreJob, check_ids, plan_scored, prompt_from_ids, scored_choice,
+                      scored_usage, tokenize, tokenizer_info)
 
 log = logging.getLogger("glm130b.serve")
 MAX_STOP = 4
 GREEDY_BELOW = 1e-5  # a temperature this low samples the top token anyway
-MAX_JSON_DEPTH = 64  # far beyond any request's shape; Python's parser gives up near 1000
-SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass
@@ -98,102 +98,6 @@ class InternalErrors:
             await answer(scope, receive, send)
 
 
-# ---- requests ----------------------------------------------------------------------------
-
-class Options(BaseModel):
-    """What both endpoints take. Strict: "1" is not a number, 1.0 not an integer."""
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    model: Optional[str] = None
-    max_tokens: Optional[int] = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_k: int = Field(0, ge=0)
-    stop: Union[str, list[str], None] = None
-    seed: Optional[int] = Field(None, ge=0, lt=2 ** 63)
-    stream: bool = False
-
-
-class CompletionRequest(Options):
-    prompt: Union[str, list[str]]
-    top_p: float = Field(1.0, ge=0.0, le=1.0)
-    n: int = Field(1, ge=1)
-    user: Optional[str] = None
-
-
-class FillRequest(Options):
-    """The reference's generation options, with scripts/generate.sh's values as defaults."""
-    text: str
-    top_p: float = Field(0.7, ge=0.0, le=1.0)
-    sampling_strategy: Literal["BaseStrategy", "BeamSearchStrategy"] = "BaseStrategy"
-    num_beams: int = Field(4, ge=1)
-    # ((5 + length) / 6) ** length_penalty must stay a finite, non-zero float
-    length_penalty: float = Field(1.0, ge=-10.0, le=10.0)
-    no_repeat_ngram_size: int = Field(3, ge=0)
-    min_gen_length: int = Field(0, ge=0)
-
-
-def validation_message(error: ValidationError) -> tuple[str, str]:
-    first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "body"
-    if first["type"] == "extra_forbidden":
-        return f"unknown field '{field}'", field
-    return f"{field}: {first['msg']}", field
-
-
-def parse_json(body: bytes):
-    """The body as JSON, strictly: no NaN or Infinity, no text that cannot be UTF-8, nothing
-    nested deeper than MAX_JSON_DEPTH (which would otherwise end in a RecursionError)."""
-    def constant(name):
-        raise ValueError(f"{name} is not JSON")
-
-    try:
-        data = json.loads(body, parse_constant=constant)
-    except RecursionError:
-        raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as e:  # UnicodeDecodeError and the digit limit of int are ValueErrors
-        raise ApiError(400, f"invalid JSON: {' '.join(str(e).split())}") from None
-    check_json(data)
-    return data
-
-
-def check_json(data) -> None:
-    """Walk the parsed body a level at a time, without recursion: how deep its containers
-    nest, and unpaired surrogates (from \\ud800 escapes) that no tokenizer or answer could
-    encode as UTF-8."""
-    level, depth = [data], 0
-    while level:
-        deeper = []
-        for value in level:
-            if isinstance(value, dict):
-                deeper += [*value.keys(), *value.values()]
-            elif isinstance(value, list):
-                deeper += value
-            elif isinstance(value, str) and SURROGATE.search(value):
-                raise ApiError(400, "invalid JSON: a string holds an unpaired surrogate")
-        if any(isinstance(v, (dict, list)) for v in level):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ApiError(400, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
-        level = deeper
-
-
-async def read_body(http: HttpRequest, model: type[BaseModel], limit: int):
-    declared = http.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
-    body = bytearray()
-    async for chunk in http.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
-    data = parse_json(bytes(body))
-    if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ApiError(400, *validation_message(e)) from None
-
-
 # ---- from a request to the scheduler's choices ----------------------------------------------
 
 class Planner:
@@ -203,38 +107,23 @@ class Planner:
     def __init__(self, tokenizer, config: ServingConfig, model: GLMConfig):
         self.tokenizer, self.config, self.model = tokenizer, config, model
 
-    def choices(self, texts: list[str], req: Options, n: int,
+    def check_model(self, name: Optional[str]) -> None:
+        if name is not None and name != self.config.model_name:
+            raise ApiError(404, f"model '{name}' is not served here; this server has "
+                                f"'{self.config.model_name}'", "model")
+
+    def choices(self, texts: list[Union[str, list[int]]], req: Options, n: int,
                 beam: Optional[FillRequest] = None) -> list[Choice]:
         """Runs off the event loop: tokenizing a long prompt takes a while."""
         s, length = self.config, self.model.max_sequence_length
-        if req.model is not None and req.model != s.model_name:
-            raise ApiError(404, f"model '{req.model}' is not served here; this server has "
-                                f"'{s.model_name}'", "model")
-        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        if len(stop) > MAX_STOP or not all(stop):
-            raise ApiError(400, f"stop: at most {MAX_STOP} non-empty strings", "stop")
-        beams = beam.num_beams if beam is not None else 1
+        stop = self.check(texts, req, n * (beam.num_beams if beam is not None else 1))
         if beam is not None and (req.stream or stop):
             raise ApiError(400, "beam search answers once, at the end: it takes neither "
                                 "stream nor stop", "stream" if req.stream else "stop")
-        rows = len(texts) * n * beams
-        if rows > s.max_batch_size:
-            raise ApiError(400, f"the request needs {rows} rows (prompts x n x beams); this "
-                                f"server decodes at most {s.max_batch_size} at once", "n")
-        if not texts:
-            raise ApiError(400, "prompt: give at least one prompt", "prompt")
-        if req.top_k >= self.model.vocab_size:
-            raise ApiError(400, f"top_k: must be below the vocabulary size "
-                                f"{self.model.vocab_size}", "top_k")
         limit = s.max_tokens_limit or length
-        if req.max_tokens is not None and req.max_tokens > limit:
-            raise ApiError(400, f"max_tokens: at most {limit}", "max_tokens")
         choices = []
         for i, text in enumerate(texts):
-            try:
-                prompt = build_prompt(text, self.tokenizer, length)
-            except PromptError as e:
-                raise ApiError(400, f"prompt: {e}", "prompt") from None
+            prompt = self.prompt(text)
             room = length - len(prompt.tokens) - 1  # its `sop` comes first
             # Not given: the server's default, or what room the model leaves.
             max_tokens = req.max_tokens or min(s.default_max_tokens, limit, room)
@@ -252,6 +141,45 @@ class Planner:
                 choices.append(Choice(None, k, prompt, self.strategy(req, beam, k), out_seq_length,
                                       stop))
         return choices
+
+    def prompt(self, text: Union[str, list[int]]):
+        """Generation's prompt, from text or from token ids."""
+        length = self.model.max_sequence_length
+        try:
+            if isinstance(text, str):
+                return build_prompt(text, self.tokenizer, length)
+            return prompt_from_ids(text, self.tokenizer, length)
+        except PromptError as e:
+            raise ApiError(400, f"prompt: {e}", "prompt") from None
+
+    def scored(self, prompts: list, req: CompletionRequest) -> list[ScoreJob]:
+        """Choices that `echo` or give `logprobs` (scoring.py says what is scored)."""
+        stop = self.check(prompts, req, req.n)
+        length = self.model.max_sequence_length
+        default = min(self.config.default_max_tokens, self.config.max_tokens_limit or length)
+        return plan_scored(prompts, req, stop, self.tokenizer, length, default,
+                           lambda k: self.strategy(req, None, k), self.prompt)
+
+    def check(self, texts: list, req: Options, rows_each: int) -> list[str]:
+        """What every request is checked for; returns its stop strings."""
+        s = self.config
+        self.check_model(req.model)
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if len(stop) > MAX_STOP or not all(stop):
+            raise ApiError(400, f"stop: at most {MAX_STOP} non-empty strings", "stop")
+        rows = len(texts) * rows_each
+        if rows > s.max_batch_size:
+            raise ApiError(400, f"the request needs {rows} rows (prompts x n x beams); this "
+                                f"server decodes at most {s.max_batch_size} at once", "n")
+        if not texts:
+            raise ApiError(400, "prompt: give at least one prompt", "prompt")
+        if req.top_k >= self.model.vocab_size:
+            raise ApiError(400, f"top_k: must be below the vocabulary size "
+                                f"{self.model.vocab_size}", "top_k")
+        limit = s.max_tokens_limit or self.model.max_sequence_length
+        if req.max_tokens is not None and req.max_tokens > limit:
+            raise ApiError(400, f"max_tokens: at most {limit}", "max_tokens")
+        return stop
 
     def strategy(self, req: Options, beam: Optional[FillRequest], k: int):
         """generate.py's strategy for these options. Choice k draws from seed + k (a random
@@ -298,6 +226,13 @@ def fill_outputs(choice: Choice, tokenizer) -> dict:
                 finish_reason=choice.finish_reason,
                 outputs=[dict(text=a, blanks=p[1::2], segments=segments(p))
                          for a, p in zip(filled.answers, filled.pieces)])
+
+
+def prompt_list(prompt) -> list:
+    """One prompt or many: text, a list of texts, ids, or a list of id lists."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
 
 
 def failed(request: Request, payload) -> Optional[str]:
@@ -398,7 +333,9 @@ def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
                     if kind == "token":
                         yield sse(chunk(payload))
                     elif kind == "done":
-                        yield sse(final(request))
+                        answer = final(request)  # a list: more than one last chunk
+                        for item in answer if isinstance(answer, list) else [answer]:
+                            yield sse(item)
                         break
                     else:
                         status, message = payload
@@ -413,28 +350,77 @@ def create_app(scheduler: Scheduler, tokenizer, config: ServingConfig,
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @app.get("/v1/models/{name:path}")
+    async def model_card(name: str, http: HttpRequest):
+        authorize(http)
+        planner.check_model(name)
+        return dict(id=config.model_name, object="model", created=created, owned_by="glm130b",
+                    max_sequence_length=model.max_sequence_length)
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_card(http: HttpRequest):
+        authorize(http)
+        return tokenizer_info(tokenizer, model.max_sequence_length, config.model_name)
+
+    @app.post("/tokenize")
+    async def tokenize_text(http: HttpRequest):
+        authorize(http)
+        req = await read_body(http, TokenizeRequest, config.max_request_bytes)
+        planner.check_model(req.model)
+        ids = await run_in_threadpool(tokenize, req.prompt, tokenizer)
+        return dict(tokens=ids, count=len(ids), max_model_len=model.max_sequence_length)
+
+    @app.post("/detokenize")
+    async def detokenize_ids(http: HttpRequest):
+        authorize(http)
+        req = await read_body(http, DetokenizeRequest, config.max_request_bytes)
+        planner.check_model(req.model)
+        try:
+            check_ids(req.tokens, tokenizer)
+        except PromptError as e:
+            raise ApiError(400, f"tokens: {e}", "tokens") from None
+        return dict(prompt=tokenizer.detokenize(req.tokens))
+
     @app.post("/v1/completions")
     async def completions(http: HttpRequest):
         authorize(http)
         req = await read_body(http, CompletionRequest, config.max_request_bytes)
-        texts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        choices = await run_in_threadpool(planner.choices, texts, req, req.n)
+        prompts = prompt_list(req.prompt)
+        if req.stream_options is not None and not req.stream:
+            raise ApiError(400, "stream_options: only with stream", "stream_options")
+        scored = req.echo or req.logprobs is not None
+        if req.max_tokens == 0 and not req.echo:
+            raise ApiError(400, "max_tokens: Input should be greater than or equal to 1 "
+                                "(0 only with echo: the prompt scored)", "max_tokens")
+        choices = await run_in_threadpool(planner.scored if scored else planner.choices,
+                                          prompts, req, *([] if scored else [req.n]))
         ident = f"cmpl-{uuid.uuid4().hex}"
         head = dict(id=ident, object="text_completion", created=int(time.time()),
                     model=config.model_name)
+        with_usage = req.stream_options is not None and req.stream_options.include_usage
 
         def chunk(event):
             return dict(head, choices=[dict(index=event["index"], text=event["text"],
                                             blank=event["blank"], logprobs=None,
-                                            finish_reason=None)])
+                                            finish_reason=None)],
+                        **(dict(usage=None) if with_usage else {}))
 
         def final(request):
+            if scored:  # it streams as one chunk: the whole answer
+                return finish(dict(head, choices=[scored_choice(c, tokenizer) for c in choices],
+                                   usage=scored_usage(choices)))
             answer = dict(head, choices=[completion_choice(c, tokenizer) for c in choices],
                           usage=usage(request))
             if req.stream:  # the last chunk: no new text, each choice's whole answer
                 for c in answer["choices"]:
                     c["text"] = ""
-            return answer
+            return finish(answer)
+
+        def finish(answer):
+            """include_usage: OpenAI's last chunk, no choices and the usage."""
+            if not with_usage:
+                return answer
+            return [dict(answer, usage=None), dict(head, choices=[], usage=answer["usage"])]
 
         return await run(http, choices, req.stream, chunk, final)
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -26,6 +27,7 @@ from ..errors import Unavailable
 from ..parallel import broadcast_object
 from ..generation import (BaseStrategy, DecodeBatch, Filling, Prompt, Shown, blank_ids, pad_left,
                           settled)
+from .scoring import ScoreJob, whole_sequence
 
 log = logging.getLogger("glm130b.serve")
 
@@ -112,7 +114,7 @@ class Choice:
                 kept -= 1
             self.cut = (kept, text)
         else:
-            text = settled(text)
+            text = settled(tokenizer, ids)
             held = max((n for s in self.stop for n in range(1, min(len(s), len(text) + 1))
                         if text.endswith(s[:n])), default=0)
             text = text[:len(text) - held]
@@ -123,13 +125,14 @@ class Choice:
         results = self.strategy.finalize(self.tokens)[0]
         ends = self.strategy.end_tokens
         texts = None
+        # usage counts what was generated, also past where a stop string cut the text
+        self.completion_tokens += len(results[0]) - self.context_length
         if self.cut is not None:
             kept, text = self.cut
             body = blank_ids(results[0][self.context_length:], ends)
             results, texts = [results[0][:self.context_length] + body[:kept]], [text]
         elif results[0][-1] not in ends:
             self.finish_reason = "length"
-        self.completion_tokens += len(results[0]) - self.context_length
         self.filling.take(results, tokenizer, ends, texts)
         streamed = self.max_rows == 1 and self.request.streaming
         return (self.shown.delta(self.filling.pieces[0][-1]) or None) if streamed else None
@@ -181,6 +184,7 @@ class Scheduler:
         self.running: list[Choice] = []     # in batch row order
         self.ready: deque[Choice] = deque()     # admitted, their next blank waits to start
         self.waiting: deque[Request] = deque()  # not admitted yet
+        self.scoring: deque[ScoreJob] = deque()  # admitted scored choices, one forward a step
         self.wake = threading.Condition()
         self.stopping = False
         self.failure: Optional[str] = None  # the model cannot run any more
@@ -210,7 +214,8 @@ class Scheduler:
         return dict(running_requests=len({c.request.id for c in self.running}),
                     running_rows=sum(c.rows for c in self.running), waiting=len(self.waiting),
                     max_batch_size=self.max_batch_size, steps=self.steps, tokens=self.tokens,
-                    peak_rows=self.peak_rows, cancelled=self.cancelled)
+                    peak_rows=self.peak_rows, cancelled=self.cancelled,
+                    scoring=len(self.scoring))
 
     def stop(self) -> None:
         with self.wake:
@@ -221,8 +226,8 @@ class Scheduler:
     def run(self) -> None:
         while True:
             with self.wake:
-                idle = not (self.stopping or self.running or self.ready or self.waiting)
-                while not (self.stopping or self.running or self.ready or self.waiting):
+                idle = not (self.stopping or self.busy())
+                while not (self.stopping or self.busy()):
                     if not self.wake.wait(timeout=60) and self.idle is not None:
                         self.idle()
                 if idle:  # rates count busy time only
@@ -233,19 +238,22 @@ class Scheduler:
                 self.step()
             except Exception as e:  # the model itself failed: every running request with it
                 log.exception("decoding step failed")
-                for choice in self.running + list(self.ready):
+                for choice in self.running + list(self.ready) + list(self.scoring):
                     choice.request.finish("error", (500, f"decoding failed: {e}"))
-                self.running, self.ready = [], deque()
+                self.running, self.ready, self.scoring = [], deque(), deque()
                 try:
                     self.batch.select(torch.zeros(0, dtype=torch.long))
                 except Exception as again:  # e.g. a tensor-parallel peer is gone: give up
                     log.exception("cannot reset the batch")
                     with self.wake:
                         self.failure, self.stopping = str(again), True
-        for choice in self.running + list(self.ready):
+        for choice in self.running + list(self.ready) + list(self.scoring):
             choice.request.finish("error", (503, "the server is shutting down"))
         for request in self.waiting:
             request.finish("error", (503, "the server is shutting down"))
+
+    def busy(self) -> bool:
+        return bool(self.running or self.ready or self.waiting or self.scoring)
 
     def step(self) -> None:
         self._reap()
@@ -255,6 +263,7 @@ class Scheduler:
             tokens, positions = zip(*(c.inputs() for c in decoding))
             logits.append(self.batch.decode(torch.cat(tokens), torch.cat(positions)))
         joining = self._admit()
+        self._score()
         # running before their prefill: should it fail, `run` answers them with the others
         self.running = decoding + joining
         if joining:
@@ -335,6 +344,26 @@ class Scheduler:
         if choice.request.remaining == 0:
             choice.request.finish("done")
 
+    def _score(self) -> None:
+        """One forward of the oldest scored choice; it goes to the back while it generates,
+        so that scored requests take turns with each other and with decoding."""
+        if not self.scoring:
+            return
+        job = self.scoring.popleft()
+        forward = getattr(self.batch, "score", None) or partial(whole_sequence, self.batch.model)
+        try:
+            done = job.step(forward, self.tokenizer)
+        except Exception as e:
+            log.exception("request %d failed", job.request.id)
+            job.request.finish("error", (500, f"scoring failed: {e}"))
+            return
+        if not done:
+            self.scoring.append(job)
+            return
+        job.request.remaining -= 1
+        if job.request.remaining == 0:
+            job.request.finish("done")
+
     def _rows(self) -> int:
         return sum(c.max_rows for c in self.running) + sum(c.max_rows for c in self.ready)
 
@@ -344,7 +373,10 @@ class Scheduler:
             while self.waiting and self._rows() + sum(
                     c.max_rows for c in self.waiting[0].choices) <= self.max_batch_size:
                 for choice in self.waiting.popleft().choices:
-                    self._proceed(choice, after_blank=False)
+                    if isinstance(choice, ScoreJob):
+                        self.scoring.append(choice)
+                    else:
+                        self._proceed(choice, after_blank=False)
         joining, rows = [], sum(c.max_rows for c in self.running)
         while self.ready and rows + self.ready[0].max_rows <= self.max_batch_size:
             choice = self.ready.popleft()
@@ -357,7 +389,8 @@ class Scheduler:
         """Requests cancelled, timed out or failed leave the batch and the queues."""
         now = time.monotonic()
         for request in itertools.chain((c.request for c in self.running),
-                                       (c.request for c in self.ready)):
+                                       (c.request for c in self.ready),
+                                       (j.request for j in self.scoring)):
             if request.expired(now) and not request.finished:
                 request.finish("error", (504, f"timed out after {request.timeout:g} s"))
         with self.wake:
@@ -370,6 +403,7 @@ class Scheduler:
                                                   "waiting for a place in the batch"))
         gone = lambda c: c.request.cancelled or c.request.finished  # noqa: E731
         self.ready = deque(c for c in self.ready if not gone(c))
+        self.scoring = deque(j for j in self.scoring if not gone(j))
         if any(gone(c) for c in self.running):
             keep, index, offset = [], [], 0
             for choice in self.running:
@@ -401,6 +435,11 @@ class MirroredBatch(DecodeBatch):
         self._tell("select", index)
         super().select(index)
 
+    def score(self, *args):
+        """A scored choice's whole-sequence forward (`whole_sequence`), on every rank."""
+        self._tell("score", *args)
+        return whole_sequence(self.model, *args)
+
     def ping(self) -> None:
         """Keeps the followers' wait for the next call inside the process group's timeout."""
         self._tell("ping")
@@ -413,5 +452,7 @@ def follow(batch: DecodeBatch) -> None:
     """Ranks other than 0: replay rank 0's calls until it closes."""
     while (call := broadcast_object(None)) is not None:
         name, args = call
-        if name != "ping":
+        if name == "score":  # a plain batch has no such call: the forward it stands for
+            whole_sequence(batch.model, *args)
+        elif name != "ping":
             getattr(batch, name)(*args)

@@ -6,7 +6,8 @@ order, so the model sees ids `num_text_tokens + 0 .. num_text_tokens + 7` for th
 from __future__ import annotations
 
 import abc
-from typing import Iterable
+import codecs
+from typing import Iterable, Optional
 
 SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "eod", "sop", "eop", "ENC", "dBLOCK")
 # Pre-training named the mask tokens without brackets; accept both spellings.
@@ -46,6 +47,10 @@ class GLMTokenizer(abc.ABC):
     def _decode_text(self, ids: list[int]) -> str:
         """Text of a run of text ids."""
 
+    def _byte(self, i: int) -> Optional[int]:
+        """The byte a byte-fallback piece (`<0xE5>`) stands for; None for any other id."""
+        return None
+
     @property
     def num_text_tokens(self) -> int:
         """Ids below this are text; the special tokens start here."""
@@ -81,6 +86,21 @@ class GLMTokenizer(abc.ABC):
     def decode(self, ids) -> str:
         """Text only: special tokens, eos and pad are dropped."""
         return self._decode_text([i for i in _int_list(ids) if i not in self._rendered])
+
+    def incomplete_tail(self, ids) -> int:
+        """How many of the last ids are byte pieces that begin a UTF-8 character whose other
+        bytes have not come (yet): a fill may stop, or be read, after the first of a CJK
+        character's 3 byte pieces. Bytes that no continuation can make valid are not counted:
+        they decode to U+FFFD, as SentencePiece decodes them."""
+        tail = []
+        for i in reversed(_int_list(ids)[-4:]):  # a character has at most 4 bytes
+            byte = self._byte(i)
+            if byte is None:
+                break
+            tail.append(byte)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        decoder.decode(bytes(reversed(tail)))
+        return len(decoder.getstate()[0])
 
     def get_command(self, name: str) -> int:
         key = _ALIASES.get(name, name)

@@ -44,3 +44,6 @@ class IceTokenizer(GLMTokenizer):
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.text.decode(ids)
+
+    def _byte(self, i: int) -> int | None:
+        return self.text.byte(i)

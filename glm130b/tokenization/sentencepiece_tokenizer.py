@@ -59,6 +59,13 @@ class SentencePieceText:
         i = self.sp.piece_to_id(piece)
         return i + self.offset if self.sp.id_to_piece(i) == piece else None
 
+    def byte(self, i: int) -> int | None:
+        """The byte of a byte-fallback piece such as `<0xE5>`, or None."""
+        local = i - self.offset
+        if not 0 <= local < self.size or not self.sp.is_byte(local):
+            return None
+        return int(self.sp.id_to_piece(local)[3:5], 16)
+
     def sentence_end_ids(self) -> set[int]:
         # Models differ in whether punctuation carries the dummy-prefix mark; icetk's do not,
         # which yields the reference's {20007, 20031, 20035, 20027, 20012, 83823, 145670}.
@@ -119,3 +126,6 @@ class SentencePieceTokenizer(GLMTokenizer):
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.text.decode(ids)
+
+    def _byte(self, i: int) -> int | None:
+        return self.text.byte(i)
