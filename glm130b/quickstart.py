@@ -28,6 +28,7 @@ from .config import GLMConfig
 from .data.corpus import write_corpus
 from .data.preprocess import preprocess
 from .evaluation import evaluate_tasks, load_tasks
+from .generate import use_color
 from .generation import BaseStrategy, build_prompt, end_tokens, fill_blanks, padding_slices
 from .model import GLM, AttentionMask
 from .serving import local_server
@@ -78,8 +79,9 @@ def fill_some_blanks(model, tokenizer, out_seq_length: int = 32) -> None:
                for text in BLANKS]
     t = time.perf_counter()
     filled = fill_blanks(model, tokenizer, prompts, strategy, out_seq_length)
+    color = use_color("auto")  # as generate's --color auto: no escapes in a piped log
     for prompt, result in zip(prompts, filled):
-        print(f"  {prompt.text}\n    -> {result.styled[0]}")
+        print(f"  {prompt.text}\n    -> {(result.styled if color else result.plain)[0]}")
     print(f"{len(prompts)} prompts filled in one batch in {time.perf_counter() - t:.2f} s")
 
 
