@@ -26,7 +26,9 @@ DATA_ARGS="--data-path ${DATA_PATH:-<your pile and wudao token files>} \
            --gpt-prob 0.7 \
            --min-gmask-ratio 0.2"
 # Batch 4224 (176 micro-batches x DP 24), ramped from 192 in steps of 24 over 2.5% of the
-# samples; LR warm-up over 0.5% and cosine decay to a tenth over 90% of 450 B tokens.
+# samples; LR warm-up over 0.5% and cosine decay to a tenth over 90% of 450 B tokens. Every
+# count is a flag (the reference's exact samples), none computed here, so a flag of yours
+# replaces the recipe's value, never a number derived from it.
 TRAIN_ARGS="--micro-batch-size 1 \
             --global-batch-size 4224 \
             --rampup-batch-size 192 24 5493164 \

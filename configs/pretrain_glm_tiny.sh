@@ -12,15 +12,14 @@ DATA_ARGS="--data-path ${QUICKSTART_DIR}/text \
            --seq-length 256 \
            --length-per-sample 240 \
            --aggregated-samples-per-sequence 4"
-TRAIN_ITERS="${TRAIN_ITERS:-300}"
-GLOBAL_BATCH=16
-# Warm up over the first 10% of the samples, then cosine decay to a tenth over the rest.
+# Warm up over the first 10% of the decay (by default the whole run, from the --train-iters in
+# force, yours included), then cosine decay to a tenth over the rest.
 TRAIN_ARGS="--micro-batch-size 8 \
-            --global-batch-size ${GLOBAL_BATCH} \
-            --train-iters ${TRAIN_ITERS} \
+            --global-batch-size 16 \
+            --train-iters ${TRAIN_ITERS:-300} \
             --lr 2e-3 \
             --min-lr 2e-4 \
-            --lr-warmup-samples $((TRAIN_ITERS * GLOBAL_BATCH / 10)) \
+            --lr-warmup-fraction 0.1 \
             --lr-decay-style cosine \
             --weight-decay 0.1 \
             --clip-grad 1.0 \

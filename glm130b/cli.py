@@ -48,7 +48,8 @@ def close_process_group(wait: bool) -> None:
 def add_runtime_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments every entry point that runs the model takes, with one meaning."""
     g = parser.add_argument_group("parallelism, precision and seed")
-    g.add_argument("--model-parallel-size", type=int, default=1, help="tensor-parallel size")
+    g.add_argument("--model-parallel-size", "--tensor-model-parallel-size", type=int, default=1,
+                   help="tensor-parallel size")
     precision = g.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true")
     precision.add_argument("--bf16", action="store_true")

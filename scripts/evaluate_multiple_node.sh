@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Zero-shot evaluation on many nodes (reference scripts/evaluate_multiple_node.sh): the
-# DeepSpeed launcher starts NUM_GPUS_PER_WORKER processes on each of NUM_WORKERS hosts of
-# HOST_FILE_PATH (one "hostname slots=N" line per node, reachable by passwordless ssh, with
-# this repository and its .venv at the same path). Every MP_SIZE consecutive ranks hold one
-# tensor-parallel replica of the model; the replicas share each file's examples, e.g.
-#   HOST_FILE_PATH=hostfile DATA_PATH=/data/evaluation bash scripts/evaluate_multiple_node.sh tasks
+# Zero-shot evaluation on many nodes (reference scripts/evaluate_multiple_node.sh). Every MP_SIZE
+# consecutive ranks hold one tensor-parallel replica of the model; the replicas share each
+# file's examples. LAUNCHER says what starts the processes, as in pretrain_multiple_node.sh:
+#   torchrun (default)  once on every node:
+#       NNODES=16 NODE_RANK=<0..15> MASTER_ADDR=<node 0> DATA_PATH=/data/evaluation \
+#         bash scripts/evaluate_multiple_node.sh tasks
+#     or RDZV_ENDPOINT=<host:port> instead of NODE_RANK and MASTER_ADDR (c10d rendezvous).
+#   slurm               one process per GPU, each a task of srun (the default inside an srun
+#                       step), e.g. srun --ntasks-per-node 8 bash scripts/evaluate_multiple_node.sh
+#   deepspeed           the DeepSpeed launcher, from one node, over ssh/pdsh to the NNODES hosts
+#                       of HOST_FILE_PATH ("hostname slots=N" lines, same paths on every host).
 # Options after the tasks go to glm130b.evaluate (--limit N, --allow-missing, --output-path DIR).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,15 +17,39 @@ source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 source "${MODEL_CONFIG:-configs/model_glm_130b.sh}"
 
-NUM_WORKERS="${NUM_WORKERS:-16}"
-NUM_GPUS_PER_WORKER="${NUM_GPUS_PER_WORKER:-8}"
+# srun sets SLURM_STEP_ID in its tasks only, not in the batch script that calls srun.
+[ -n "${SLURM_JOB_ID:-}" ] && [ -n "${SLURM_STEP_ID:-}" ] && in_srun=slurm || in_srun=torchrun
+LAUNCHER="${LAUNCHER:-$in_srun}"
+NNODES="${NNODES:-${NUM_WORKERS:-16}}"            # NUM_WORKERS, NUM_GPUS_PER_WORKER: older names
+GPUS_PER_NODE="${GPUS_PER_NODE:-${NUM_GPUS_PER_WORKER:-8}}"
+NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+MASTER_PORT="${MASTER_PORT:-29500}"
 HOST_FILE_PATH="${HOST_FILE_PATH:-<your hostfile>}"
 DATA_PATH="${DATA_PATH:-<your evaluation dataset base directory>}"
-# The reference's InfiniBand settings; the launcher forwards NCCL_* variables to every node.
+# The reference's InfiniBand settings; every launcher passes NCCL_* variables on.
 export NCCL_IB_DISABLE="${NCCL_IB_DISABLE:-0}" NCCL_NET_GDR_LEVEL="${NCCL_NET_GDR_LEVEL:-2}"
+if [ "$DS_ACCELERATOR" = cpu ]; then export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"; fi
 
-ARGS="--mode inference --data-path $DATA_PATH $MODEL_ARGS"
-mkdir -p logs
-LOG="logs/evaluate-$(date +'%Y.%m.%d-%H:%M:%S').log"
-deepspeed --num_nodes "$NUM_WORKERS" --num_gpus "$NUM_GPUS_PER_WORKER" \
-    --hostfile "$HOST_FILE_PATH" --module glm130b.evaluate $ARGS --task "$@" 2>&1 | tee "$LOG"
+case "$LAUNCHER" in
+  torchrun)
+    if [ -n "${RDZV_ENDPOINT:-}" ]; then
+      NODES=(--rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT" --rdzv-id "${RDZV_ID:-glm130b}")
+    else
+      NODES=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT")
+    fi
+    RUN=(torchrun --nnodes "$NNODES" --nproc-per-node "$GPUS_PER_NODE" "${NODES[@]}" -m) ;;
+  slurm) RUN=(python -m) ;;  # glm130b.parallel.launch reads SLURM's variables
+  deepspeed)
+    RUN=(deepspeed --num_nodes "$NNODES" --num_gpus "$GPUS_PER_NODE" --hostfile "$HOST_FILE_PATH"
+         --master_port "$MASTER_PORT" --module) ;;
+  *) echo "error: LAUNCHER=$LAUNCHER: use torchrun, slurm or deepspeed" >&2; exit 2 ;;
+esac
+
+if [ "$LAUNCHER" != slurm ]; then  # srun gathers its tasks' output itself
+  mkdir -p logs
+  # exec, so that a signal sent to the script reaches the launcher; tee still keeps a log.
+  exec > >(tee "logs/evaluate-$(date +'%Y.%m.%d-%H:%M:%S')-$(hostname).log") 2>&1
+fi
+exec "${RUN[@]}" glm130b.evaluate --mode inference --data-path "$DATA_PATH" $MODEL_ARGS \
+    --task "$@"

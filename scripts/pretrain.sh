@@ -3,8 +3,10 @@
 # recipe from PRETRAIN_CONFIG (default: the tiny CPU model), GPUS processes, your arguments
 # last (they win), e.g.
 #   bash scripts/pretrain.sh                                   # glm-tiny on CPU, 1 process
-#   GPUS=8 PRETRAIN_CONFIG=configs/pretrain_glm_130b.sh bash scripts/pretrain.sh --train-iters 10
+#   GPUS=8 PRETRAIN_CONFIG=configs/pretrain_glm_130b.sh bash scripts/pretrain.sh --exit-interval 10
 #   bash scripts/pretrain.sh --load quickstart-output/checkpoints/pretrain   # resume
+#   bash scripts/pretrain.sh --load quickstart-output/checkpoints/pretrain --train-iters 600 \
+#       --lr-decay-iters 300                        # go on, at the end of the same schedule
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"

@@ -18,6 +18,7 @@ from glm130b.tools.memory import meta_model
 from glm130b.tools.plot_loss import main as plot_main, moving_average, read_scalars
 from glm130b.training.flops import mfu, model_flops_per_token, num_parameters, peak_flops
 from glm130b.training.schedules import (BatchSizeRampup, LRSchedule, ShrinkSchedule,
+                                        decay_samples, schedule_record,
                                         check_divisible, parse_skip_ranges, should_skip)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +187,76 @@ def test_training_config_is_the_command_line_typed():
         assert exit.value.code == 2
     with pytest.raises(UsageError, match="exactly one of --train-iters and --train-samples"):
         TrainingConfig(8)
+
+
+MEGATRON = [  # (Megatron's spelling, ours), on top of --global-batch-size 8 --train-iters 10
+    (["--tensor-model-parallel-size", "2"], ["--model-parallel-size", "2"]),
+    (["--lr-warmup-iters", "3"], ["--lr-warmup-samples", "24"]),
+    (["--lr-warmup-fraction", "0.1"], ["--lr-warmup-samples", "8"]),
+    (["--lr-warmup-fraction", "0.25", "--lr-decay-iters", "6"],
+     ["--lr-warmup-samples", "12", "--lr-decay-samples", "48"]),
+    (["--lr-decay-iters", "6"], ["--lr-decay-samples", "48"]),
+    (["--recompute-activations"], ["--checkpoint-activations"]),
+    (["--deepspeed"], []),
+    (["--override-opt-param-scheduler"], ["--override-opt_param-scheduler"]),
+]
+
+
+@pytest.mark.parametrize("theirs,ours", MEGATRON, ids=[m[0][0] for m in MEGATRON])
+def test_megatron_flags_set_what_ours_set(theirs, ours):
+    from glm130b.pretrain import parse_args
+
+    base = ["--data-path", "corpus", "--global-batch-size", "8", "--train-iters", "10"]
+    assert parse_args(base + theirs)[1] == parse_args(base + ours)[1]
+
+
+def test_megatron_flags_that_clash_or_map(capsys):
+    from glm130b.pretrain import parse_args
+
+    base = ["--data-path", "corpus", "--global-batch-size", "8", "--train-iters", "10"]
+    assert parse_args(base + ["--use-flash-attn"])[0].attention_impl == "sdpa"
+    assert parse_args(base)[0].attention_impl is None
+    for clash in (["--lr-warmup-iters", "1", "--lr-warmup-samples", "8"],
+                  ["--lr-decay-iters", "1", "--lr-decay-samples", "8"]):
+        with pytest.raises(SystemExit):
+            parse_args(base + clash)
+        assert "give at most one of" in capsys.readouterr().err
+
+
+def test_the_tiny_recipe_warms_up_over_the_run_its_flags_give():
+    """`GPUS=2 bash scripts/pretrain.sh --train-iters 6` failed on a warm-up the recipe computed
+    from its own TRAIN_ITERS: its arguments, then the user's, as scripts/pretrain.sh passes them."""
+    from glm130b.pretrain import parse_args
+
+    root = Path(__file__).resolve().parents[1]
+    argv = subprocess.run(["bash", "-c", "source configs/pretrain_glm_tiny.sh; echo $MODEL_ARGS "
+                           "$PARALLEL_ARGS $DATA_ARGS $TRAIN_ARGS $SAVE_ARGS"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout.split()
+    for extra, warmup in ([], 480), (["--train-iters", "6"], 9):
+        training = parse_args(argv + extra)[1]
+        assert training.lr_warmup_samples == warmup
+        LRSchedule(training.lr, training.min_lr, training.lr_warmup_samples,
+                   decay_samples(training))  # a schedule that can run
+
+
+def test_a_resume_keeps_the_checkpoints_schedule():
+    from glm130b.pretrain import parse_args
+    from glm130b.training.start import check_schedule
+
+    base = ["--data-path", "corpus", "--global-batch-size", "8", "--lr", "0.002"]
+    saved = schedule_record(parse_args(base + ["--train-iters", "10"])[1], 1.0)
+    assert saved["lr_decay_samples"] == 80
+    check_schedule(saved, saved)
+    check_schedule({}, saved)  # a checkpoint from before the record: as before
+    longer = schedule_record(parse_args(base + ["--train-iters", "20", "--lr", "0.003"])[1], 1.0)
+    with pytest.raises(UsageError) as e:
+        check_schedule(saved, longer)
+    assert str(e.value) == ("the checkpoint's schedule differs: lr 0.002 -> 0.003, "
+                            "lr_decay_samples 80 -> 160; --lr-decay-samples 80 keeps the "
+                            "checkpoint's decay; pass --override-opt_param-scheduler to use the "
+                            "new one")
+    kept = parse_args(base + ["--train-iters", "20", "--lr-decay-samples", "80"])[1]
+    check_schedule(saved, schedule_record(kept, 1.0))
 
 
 def test_skip_ranges():

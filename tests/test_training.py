@@ -2,6 +2,7 @@
 trains the same numbers as one process, a resumed run continues exactly, a crash mid-save loses
 nothing, a signal saves, and released weights in the reference layout start a pipeline run."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -123,7 +124,9 @@ def test_sigterm_saves_then_exits(data, tmp_path):
     last = max(losses(log))
     assert "signal received: saved at iteration" in stdout
     assert (save / "latest").read_text().strip() == f"global_step{last}"
-    keep = args_for(data, save=tmp_path / "again", load=save, train_iters=last + 1)
+    # A shorter run than the one saved: its decay, implied by --train-iters, is given as saved.
+    keep = args_for(data, save=tmp_path / "again", load=save, train_iters=last + 1,
+                    lr_decay_samples=100000 * 8)
     assert f"resumed at iteration {last}" in pretrain(keep).stdout
 
 
@@ -193,3 +196,22 @@ def test_bad_input_is_one_line(data, tmp_path):
     out = pretrain(args_for(data, data_path=tmp_path / "missing"), check=False)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "missing" in out.stderr.strip().splitlines()[-1]
+
+
+def test_a_resume_with_another_schedule_is_refused_unless_overridden(data, tmp_path):
+    save = tmp_path / "run"
+    out = pretrain(args_for(data, save=save, train_iters=2))
+    assert f"saved iteration 2 to {save / 'global_step2'} (" in out.stdout
+    meta = json.loads((save / "global_step2" / "glm130b_training.json").read_text())
+    assert meta["schedule"]["lr"] == 3e-3 and meta["schedule"]["lr_decay_samples"] == 16
+    out = pretrain(args_for(data, save=save, load=save, train_iters=4, lr=4e-3), check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert ("error: the checkpoint's schedule differs: lr 0.003 -> 0.004, lr_decay_samples "
+            "16 -> 32; --lr-decay-samples 16 keeps the checkpoint's decay; pass "
+            "--override-opt_param-scheduler to use the new one") in out.stderr
+    out = pretrain(args_for(data, save=save, load=save, train_iters=4, lr=4e-3,
+                            override_opt_param_scheduler=True))
+    assert "resumed at iteration 2" in out.stdout
+    records = [json.loads(line) for line in (save / "train_log.jsonl").open()]
+    # the new schedule: at sample 16 of 32, cosine halfway
+    assert records[2]["lr"] == pytest.approx(4e-3 * (1 + math.cos(math.pi * 16 / 32)) / 2)

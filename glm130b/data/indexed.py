@@ -159,13 +159,45 @@ class IndexedDataset:
     def document_lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def token_range(self, start: int, end: int) -> np.ndarray:
+        return self.tokens[start:end]
+
+
+class DocumentSubset:
+    """Some documents of an `IndexedDataset`, in their order, read as if they were the corpus
+    (`num_tokens`, `token_range` over their concatenation): one part of a train/valid/test
+    split, where a document goes wholly to one part."""
+
+    def __init__(self, dataset: IndexedDataset, documents):
+        self.dataset = dataset
+        self.documents = np.asarray(documents, dtype=np.int64)
+        lengths = dataset.document_lengths[self.documents]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def token_range(self, start: int, end: int) -> np.ndarray:
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        pieces, at, doc = [], start, first
+        while at < end and doc < len(self.documents):
+            base = self.dataset.offsets[self.documents[doc]] - self.offsets[doc]
+            stop = min(end, int(self.offsets[doc + 1]))
+            pieces.append(self.dataset.tokens[base + at:base + stop])
+            at, doc = stop, doc + 1
+        return np.concatenate(pieces) if pieces else self.dataset.tokens[0:0]
+
 
 class TokenSamples:
     """Fixed-length samples cut one after another out of the concatenated documents, as the
     reference's pretraining reads them (`length_per_sample` 2000); a tail shorter than one
     sample is left out. Sample i is tokens [i·length, (i+1)·length), as int64."""
 
-    def __init__(self, dataset: IndexedDataset, length: int):
+    def __init__(self, dataset: IndexedDataset | DocumentSubset, length: int):
         if length < 1:
             raise ValueError(f"sample length must be >= 1, got {length}")
         self.dataset, self.length = dataset, length
@@ -177,4 +209,4 @@ class TokenSamples:
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} out of range for {len(self)} samples")
         start = i * self.length
-        return self.dataset.tokens[start:start + self.length].astype(np.int64)
+        return self.dataset.token_range(start, start + self.length).astype(np.int64)

@@ -12,15 +12,16 @@ import argparse
 import bisect
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from glm130b.data.indexed import IndexedDataset, TokenSamples
+from glm130b.data.indexed import DocumentSubset, IndexedDataset, TokenSamples
 from glm130b.errors import TokenFileError
 from glm130b.data.infilling import Infilling, InfillingConfig, Sample
 
-INSTRUCTION_KEYS = ("input", "target")  # preprocess with --json-keys input target
+INSTRUCTION_KEYS = ("input", "target")
+PARTS = ("train", "valid", "test")  # preprocess with --json-keys input target
 OBJECTIVES = ("gmask", "mask", "smask")
 
 
@@ -122,14 +123,53 @@ class DataConfig:
     gpt_prob: float = 0.7          # [gMASK] share of text samples
     sent_prob: float = 0.0         # [sMASK] share; [MASK] gets the rest
     infilling: InfillingConfig = field(default_factory=InfillingConfig)
+    split: Optional[str] = None    # "TRAIN,VALID,TEST" weights over documents; None: all train
 
 
-def build_mixture(config: DataConfig, tokenizer, seed: int) -> MixtureSampler:
+def parse_split(split: Optional[str]) -> tuple[float, float, float]:
+    """Megatron's --split: "949,50,1" (or "0.9/0.1"), the train, valid and test weights;
+    missing ones are 0."""
+    if not split:
+        return 1.0, 0.0, 0.0
+    try:
+        weights = [float(w) for w in split.replace("/", ",").split(",")]
+    except ValueError:
+        weights = []
+    if not 1 <= len(weights) <= 3 or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"--split takes up to three weights >= 0 such as 949,50,1, got {split!r}")
+    weights += [0.0] * (3 - len(weights))
+    return weights[0], weights[1], weights[2]
+
+
+def split_documents(count: int, split: Optional[str], seed: int) -> dict[str, np.ndarray]:
+    """Each part's documents (ascending): the documents shuffled by `seed`, then cut in
+    proportion to the weights, so a document goes wholly to one part, the same every run."""
+    weights = np.array(parse_split(split))
+    bounds = np.round(np.cumsum(weights) / weights.sum() * count).astype(np.int64)
+    order = np.random.default_rng([seed, count, 0x5B117]).permutation(count)
+    cuts = np.split(order, bounds[:2])
+    return {part: np.sort(docs) for part, docs in zip(PARTS, cuts)}
+
+
+def text_part(prefix: str, config: DataConfig, seed: int, part: str):
+    """`part`'s documents of the token files at `prefix`; without held-out parts the files
+    themselves, so that a run without --split reads exactly what it always read."""
+    data = IndexedDataset(prefix)
+    if part == "train" and parse_split(config.split)[1:] == (0.0, 0.0):
+        return data
+    return DocumentSubset(data, split_documents(len(data), config.split, seed)[part])
+
+
+def build_mixture(config: DataConfig, tokenizer, seed: int, part: str = "train") -> MixtureSampler:
     """The sampler of `config`'s data: text sources weighted as given (else by size), the
-    instruction data sharing `multitask_ratio` by size."""
-    text = [(w, p, TokenSamples(IndexedDataset(p), config.infilling.length_per_sample))
+    instruction data sharing `multitask_ratio` by size. `part` "valid" or "test": the
+    held-out documents of the text (instruction data trains only, and weights count sizes
+    within the part)."""
+    text = [(w, p, TokenSamples(text_part(p, config, seed, part),
+                                config.infilling.length_per_sample))
             for w, p in parse_data_path(config.data_path)]
-    instructions = [(p, InstructionPairs(p)) for p in config.multitask_data_path]
+    instructions = [(p, InstructionPairs(p)) for p in config.multitask_data_path
+                    if part == "train"]
     ratio = config.multitask_ratio if instructions else 0.0
     sources = _shares([(p, d, w if w is not None else len(d)) for w, p, d in text], 1 - ratio)
     sources += _shares([(p, d, len(d)) for p, d in instructions], ratio)
@@ -158,6 +198,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--gpt-prob", type=float, default=0.7, help="[gMASK] share of text samples")
     g.add_argument("--sent-prob", type=float, default=0.0, help="[sMASK] share; [MASK] gets "
                    "the rest")
+    g.add_argument("--split", help="train,valid,test weights over the documents of "
+                   "--data-path, e.g. 949,50,1 (Megatron's); default: all for training")
     defaults = InfillingConfig()
     for name in ("seq_length", "length_per_sample", "aggregated_samples_per_sequence",
                  "mask_prob", "average_block_length", "single_span_prob", "short_seq_prob",

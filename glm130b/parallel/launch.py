@@ -1,16 +1,18 @@
-"""Joining the processes a launcher started (torchrun, the DeepSpeed launcher, or none), and
-sending Python objects between them. Every entry point starts here, so the rank layout is the
-same whichever launcher started the job, and every process a launcher started ends with it."""
+"""Joining the processes a launcher started (torchrun, the DeepSpeed launcher, SLURM's srun, or
+none), and sending Python objects between them. Every entry point starts here, so the rank layout
+is the same whichever launcher started the job, and every process a launcher started ends with
+it."""
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -30,6 +32,8 @@ def initialize_distributed(tensor_parallel: int = 1, pipeline_parallel: int = 1,
     A single process joins no group unless `always` (DeepSpeed needs one): then a group of one
     on a free loopback port is made for a process that no launcher started."""
     exit_with_launcher()
+    # after the watch: srun ends its tasks itself, and the LOCAL_RANK set here is no launcher's
+    os.environ.update(environment_from_slurm(os.environ))
     if always and "WORLD_SIZE" not in os.environ:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -61,6 +65,59 @@ def initialize_distributed(tensor_parallel: int = 1, pipeline_parallel: int = 1,
                          f"{pipeline_parallel} needs as many processes: launch with torchrun "
                          "--nproc_per_node N")
     return chosen
+
+
+SLURM_PORT_BASE = 20000  # MASTER_PORT = base + job id % span: jobs sharing a node differ
+SLURM_PORT_SPAN = 10000
+
+
+def environment_from_slurm(env: Mapping[str, str]) -> dict[str, str]:
+    """torch's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for a task that `srun`
+    started (one per device), so that `srun python -m glm130b.pretrain ...` needs no wrapper;
+    nothing where a launcher has set them already, or outside SLURM. MASTER_ADDR and
+    MASTER_PORT given in the environment win."""
+    if "RANK" in env or "WORLD_SIZE" in env or "SLURM_PROCID" not in env \
+            or "SLURM_NTASKS" not in env:
+        return {}
+    rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+    local = int(env.get("SLURM_LOCALID", "0"))
+    _check_block_layout(env, rank, world, local)
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") \
+        or env.get("SLURM_NODELIST") or "127.0.0.1"
+    port = SLURM_PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % SLURM_PORT_SPAN
+    return dict(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local),
+                MASTER_ADDR=env.get("MASTER_ADDR") or expand_nodelist(nodelist)[0],
+                MASTER_PORT=env.get("MASTER_PORT") or str(port))
+
+
+def _check_block_layout(env: Mapping[str, str], rank: int, world: int, local: int) -> None:
+    """Tensor-parallel ranks must share a node, as under torchrun: refuse srun's cyclic or
+    arbitrary task distributions, which would scatter them."""
+    nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 0)
+    if "SLURM_NODEID" not in env or nodes <= 0 or world % nodes:
+        return
+    per_node = world // nodes
+    if rank != int(env["SLURM_NODEID"]) * per_node + local:
+        raise UsageError(f"SLURM task {rank} is local task {local} of node "
+                         f"{env['SLURM_NODEID']}: start with srun --distribution=block and the "
+                         "same --ntasks-per-node on every node")
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """SLURM's compressed host list in full: "gpu[01-03,07],login" -> gpu01 gpu02 gpu03 gpu07
+    login (zero padding kept; several bracket groups in one name expand in turn)."""
+    hosts = []
+    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", nodelist):
+        match = re.search(r"\[([^\]]*)\]", item)
+        if not match:
+            hosts.append(item)
+            continue
+        head, tail = item[:match.start()], item[match.end():]
+        for part in match.group(1).split(","):
+            low, _, high = part.partition("-")
+            numbers = range(int(low), int(high or low) + 1)
+            hosts += expand_nodelist(",".join(f"{head}{n:0{len(low)}d}{tail}" for n in numbers))
+    return hosts
 
 
 def broadcast_object(obj):

@@ -163,6 +163,14 @@ def expected_size(engine, folder: Path, iteration: int) -> int:
     return need
 
 
+def folder_size(folder: Path) -> str:
+    """What the files of `folder` take, for the line that reports a save."""
+    try:
+        return _size(sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file()))
+    except OSError:
+        return "size unknown"
+
+
 def free_bytes(folder: Path) -> int:
     existing = next(p for p in [folder, *folder.resolve().parents] if p.exists())
     return shutil.disk_usage(existing).free

@@ -13,6 +13,7 @@ import torch
 
 from glm130b.data.infilling import Sample
 from glm130b.model.masks import AttentionMask
+from glm130b.parallel import get_data_parallel_rank, get_data_parallel_world_size
 
 PAD_ID = 0
 
@@ -54,3 +55,14 @@ def collate(samples: list[Sample], seq_length: int) -> Batch:
     else:
         mask = AttentionMask.packed([s.segments for s in samples], seq_length)
     return Batch(tokens, targets, loss_mask, positions, mask)
+
+
+def micro_batches(sampler, start: int, global_batch: int, micro_batch: int, seq_length: int,
+                  device):
+    """This data-parallel rank's micro-batches of the global batch that begins at sample
+    `start`: rank r takes the r-th contiguous share, in micro-batches."""
+    share = global_batch // get_data_parallel_world_size()
+    first = start + get_data_parallel_rank() * share
+    for m in range(0, share, micro_batch):
+        samples = [sampler[k] for k in range(first + m, first + m + micro_batch)]
+        yield collate(samples, seq_length).to(device)

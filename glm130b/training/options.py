@@ -62,12 +62,19 @@ class TrainingConfig:
     train_log: Optional[str] = None        # None: SAVE/train_log.jsonl when saving
     peak_tflops: Optional[float] = None
 
+    # validation on the held-out documents of --split
+    eval_interval: int = 1000  # iterations between validations (0: only the final one)
+    eval_iters: int = 100      # global batches per validation (0: none)
+    override_opt_param_scheduler: bool = False  # resume with a schedule unlike the checkpoint's
+
     seed: int = 1234
     seq_length: int = 2048  # of every collated sample: the data's --seq-length
 
     def __post_init__(self):
         if (self.train_iters is None) == (self.train_samples is None):
             raise UsageError("give exactly one of --train-iters and --train-samples")
+        if self.eval_interval < 0 or self.eval_iters < 0:
+            raise UsageError("--eval-interval and --eval-iters must be >= 0")
         if self.fp16 and self.bf16:
             raise UsageError("give at most one of --fp16 and --bf16")
         if self.save:

@@ -149,3 +149,28 @@ def parse_skip_ranges(items: Optional[Sequence[str]]) -> list[tuple[int, int]]:
 
 def should_skip(iteration: int, ranges: Sequence[tuple[int, int]]) -> bool:
     return any(first <= iteration <= last for first, last in ranges)
+
+
+def decay_samples(training) -> int:
+    """--lr-decay-samples, else the whole run (--train-samples, or --train-iters x batch)."""
+    return (training.lr_decay_samples or training.train_samples
+            or training.train_iters * training.global_batch_size)
+
+
+def schedule_record(training, clip: float) -> dict:
+    """What a checkpoint records of the schedule, resolved (the decay the run length implies,
+    the clipping the DeepSpeed JSON gives), so that a resume can tell whether it keeps it."""
+    rampup = training.rampup_batch_size
+    return {"lr": training.lr, "min_lr": training.min_lr,
+            "lr_warmup_samples": training.lr_warmup_samples,
+            "lr_decay_samples": decay_samples(training),
+            "lr_decay_style": training.lr_decay_style,
+            "rampup_batch_size": list(rampup) if rampup else None,
+            "clip_grad": clip, "weight_decay": training.weight_decay}
+
+
+def schedule_changes(saved: dict, now: dict) -> list[str]:
+    """"name old -> new" for every recorded value that differs (a key the checkpoint lacks is
+    not compared: it was saved before the key was recorded)."""
+    return [f"{key} {saved[key]} -> {now[key]}" for key in now
+            if key in saved and saved[key] != now[key]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -18,10 +18,11 @@ import torch.distributed as dist
 from ..checkpoint.deepspeed_layout import (META, TAG, is_training_checkpoint, read_meta,
                                            step_folders)
 from ..checkpoint.sat import write_latest
-from ..errors import CheckpointError, GLMError
+from ..errors import CheckpointError, GLMError, UsageError
 from ..files import atomic_write_text, leftover_temporaries
 from ..parallel import broadcast_object
 from .options import TrainingConfig
+from .schedules import schedule_changes
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Start:
     consumed_samples: int = 0
     resume: bool = False                     # --load is a checkpoint of this trainer
     reference_weights: Optional[str] = None  # --load is a checkpoint in the reference layout
+    schedule: dict = field(default_factory=dict)  # the resumed checkpoint's, where recorded
 
 
 def plan_start(training: TrainingConfig) -> Start:
@@ -51,7 +53,8 @@ def _plan(training: TrainingConfig) -> Start:
     start = Start()
     if training.load and is_training_checkpoint(training.load):
         meta = read_meta(training.load)
-        start = Start(meta["iteration"], meta["consumed_samples"], resume=True)
+        start = Start(meta["iteration"], meta["consumed_samples"], resume=True,
+                      schedule=meta.get("schedule") or {})
     elif training.load:
         start.reference_weights = training.load
     if training.save:
@@ -59,6 +62,20 @@ def _plan(training: TrainingConfig) -> Start:
     if training.train_log:
         cut_log(Path(training.train_log), start.iteration)
     return start
+
+
+def check_schedule(saved: dict, now: dict) -> None:
+    """Megatron's rule: a resume keeps the checkpoint's schedule unless told otherwise. A longer
+    --train-iters implies a later decay: the decay is then to be given (--lr-decay-samples).
+    Checked on every rank alike, after the checkpoint's files (what is damaged comes first)."""
+    changes = schedule_changes(saved, now)
+    if not changes:
+        return
+    keep = (f"; --lr-decay-samples {saved['lr_decay_samples']} keeps the checkpoint's decay"
+            if "lr_decay_samples" in saved and saved["lr_decay_samples"] != now["lr_decay_samples"]
+            else "")
+    raise UsageError(f"the checkpoint's schedule differs: {', '.join(changes)}{keep}; pass "
+                     "--override-opt_param-scheduler to use the new one")
 
 
 def committed_iteration(save: Path) -> Optional[int]:

@@ -17,14 +17,14 @@ import torch.distributed as dist
 
 from ..config import GLMConfig
 from ..model.glm import set_embedding_gradient_shrink
-from ..parallel import get_data_parallel_rank, get_data_parallel_world_size
 from . import checkpointing
-from .collate import collate
+from .collate import micro_batches
 from .options import TrainingConfig
 from .engine import plain_step
 from .flops import mfu, model_flops_per_token, peak_flops
 from .pipeline import pipeline_inputs
 from .schedules import should_skip
+from .validation import evaluate, perplexity
 
 
 @dataclass
@@ -36,17 +36,7 @@ class TrainerState:
     skipped_steps: int = 0        # NaN/inf or loss-scale overflow: no update applied
     layout: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-
-
-def micro_batches(sampler, start: int, global_batch: int, micro_batch: int, seq_length: int,
-                  device):
-    """This data-parallel rank's micro-batches of the global batch that begins at sample
-    `start`: rank r takes the r-th contiguous share, in micro-batches."""
-    share = global_batch // get_data_parallel_world_size()
-    first = start + get_data_parallel_rank() * share
-    for m in range(0, share, micro_batch):
-        samples = [sampler[k] for k in range(first + m, first + m + micro_batch)]
-        yield collate(samples, seq_length).to(device)
+    schedule: dict = field(default_factory=dict)  # what a resume must match (`schedule_record`)
 
 
 class StopSignal:
@@ -132,6 +122,26 @@ class Monitor:
                                    state.consumed_samples * self.seq_length)
             self.writer.flush()
 
+    def evaluation(self, state: TrainerState, part: str, loss: float, samples: int,
+                   seconds: float) -> None:
+        """A held-out loss: a progress line, `PART/loss` and `PART/ppl` in TensorBoard, and a
+        log record without "loss", so that what reads training losses passes it over."""
+        if not self.rank0:
+            return
+        ppl = perplexity(loss)
+        print(f"{part} at iteration {state.iteration} | loss {loss:.4f} | ppl {ppl:.3f} | "
+              f"{samples:,} samples | {seconds:.1f} s", flush=True)
+        if self.log:
+            self.log.write(json.dumps({"iteration": state.iteration, "consumed_samples":
+                                       state.consumed_samples, "eval": part, "eval_loss": loss,
+                                       "eval_ppl": ppl, "eval_samples": samples}) + "\n")
+            self.log.flush()
+        if self.writer:
+            self.writer.add_scalar(f"{part}/loss", loss, state.iteration)
+            self.writer.add_scalar(f"{part}/ppl", ppl, state.iteration)
+            self.writer.add_scalar(f"{part}/loss_vs_samples", loss, state.consumed_samples)
+            self.writer.flush()
+
     def close(self) -> None:
         if self.log:
             self.log.close()
@@ -149,22 +159,41 @@ def _loss_scale(engine) -> float:
 
 
 def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: TrainerState,
-          schedules, model_config: GLMConfig, device) -> TrainerState:
+          schedules, model_config: GLMConfig, device,
+          held_out: Optional[dict] = None) -> TrainerState:
     """Run until `train_iters` / `train_samples`, `exit_interval` or a signal; checkpoints
     every `save_interval` iterations and at the end. `schedules`: (lr by consumed samples,
-    global batch by consumed samples, embedding-gradient shrink by iteration, skipped ranges)."""
+    global batch by consumed samples, embedding-gradient shrink by iteration, skipped ranges).
+    `held_out`: samplers of the "valid" and "test" documents, where --split gives them:
+    validation every `eval_interval` iterations and at the end, the test at the end."""
     lr_at, batch_at, shrink_at, skip_ranges = schedules
+    held_out = {part: s for part, s in (held_out or {}).items() if training.eval_iters}
     monitor = Monitor(training, model_config, dist.get_world_size(), device)
     stop = StopSignal()
     batch_size = None
-    saved_at = state.iteration
+    saved_at, evaluated_at = state.iteration, None
 
     def save():
         nonlocal saved_at
         if training.save and saved_at != state.iteration:
-            checkpointing.save(engine, training.save, state.iteration, vars_of(state),
-                               training.keep_last)
+            t = time.perf_counter()
+            path = checkpointing.save(engine, training.save, state.iteration, vars_of(state),
+                                      training.keep_last)
             saved_at = state.iteration
+            if dist.get_rank() == 0:
+                print(f"saved iteration {state.iteration} to {path} "
+                      f"({checkpointing.folder_size(path)}, {time.perf_counter() - t:.1f} s)",
+                      flush=True)
+
+    def validate(part: str = "valid"):
+        nonlocal evaluated_at
+        if part not in held_out:
+            return
+        t = time.perf_counter()
+        loss = evaluate(training, engine, is_pipeline, held_out[part], device)
+        monitor.evaluation(state, part, loss, training.eval_iters * training.global_batch_size,
+                           time.perf_counter() - t)
+        evaluated_at = state.iteration if part == "valid" else evaluated_at
 
     try:
         while not finished(training, state):
@@ -203,6 +232,8 @@ def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: T
                                  "grad_norm": None if norm is None else float(norm),
                                  "loss_scale": _loss_scale(engine), "skipped": skipped,
                                  "step_time": step_time})
+            if training.eval_interval and iteration % training.eval_interval == 0:
+                validate()
             if training.save_interval and iteration % training.save_interval == 0:
                 save()
             if stop.any_rank():
@@ -213,6 +244,10 @@ def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: T
                 break
             if training.exit_interval and iteration % training.exit_interval == 0:
                 break
+        if finished(training, state):
+            if evaluated_at != state.iteration:
+                validate()
+            validate("test")
         save()
     finally:
         monitor.close()
