@@ -7,6 +7,7 @@ import torch
 from glm130b.data.corpus import generate_corpus
 from glm130b.tokenization import get_tokenizer
 from glm130b.tokenization.train import train_tokenizer
+from helpers import make_training_data
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,10 @@ def tok_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tok(tok_model):
     return get_tokenizer("sentencepiece", tok_model)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tok_model):
+    """Token files of the quickstart's corpus, tokenized with `tok_model`: what the training,
+    launch and fault tests train on (test_export.py defines its own)."""
+    return make_training_data(tmp_path_factory.mktemp("train-data"), tok_model)

@@ -4,6 +4,8 @@ training runs started as users start them."""
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 import sys
 from pathlib import Path
 
@@ -181,6 +183,14 @@ class Favouring(torch.nn.Module):
         return logits
 
 
+def grow_cache(kv_cache, b: int, s: int) -> int:
+    """For a scripted stand-in of the model: grow the cache by `s` positions, as a layer would,
+    and return how many it held before (the decode batch reads the length from it)."""
+    past = len(kv_cache)
+    kv_cache.update(0, torch.zeros(b, 1, s, 1), torch.zeros(b, 1, s, 1))
+    return past
+
+
 class Emitting(torch.nn.Module):
     """A model that emits `tokens`, one per step after whatever context (one prompt at a
     time), then its last one again; with a GLM's `config`, so that it can be served."""
@@ -195,8 +205,7 @@ class Emitting(torch.nn.Module):
     def forward(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None,
                 parallel_output=False):
         b, s = input_ids.shape
-        past = len(kv_cache)
-        kv_cache.update(0, torch.zeros(b, 1, s, 1), torch.zeros(b, 1, s, 1))
+        past = grow_cache(kv_cache, b, s)
         if past == 0:
             self.width = s
         logits = torch.zeros(b, s, self.config.vocab_size)
@@ -209,3 +218,29 @@ def byte_pieces(tokenizer, char: str = "龍") -> list[int]:
     ids = tokenizer.tokenize(char)
     assert len(ids) == len(char.encode()) and tokenizer.incomplete_tail(ids[:1]) == 1
     return ids
+
+
+# ---- talking to a server ----------------------------------------------------------------
+
+def request(url, path, body=None, headers=None, data=None, method=None):
+    """(status, parsed JSON) of one call; `data` sends raw bytes instead of `body`."""
+    if data is None and body is not None:
+        data = json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def events(url, path, body):
+    """The server-sent events of a streamed call, parsed, up to [DONE]."""
+    req = urllib.request.Request(url + path, data=json.dumps(dict(body, stream=True)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        blocks = r.read().decode().split("\n\n")
+    assert blocks[-2:] == ["data: [DONE]", ""]
+    return [json.loads(b[len("data: "):]) for b in blocks[:-2]]

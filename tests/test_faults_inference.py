@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from glm130b.evaluation import MultiChoiceTask, evaluate_tasks, load_tasks
 from glm130b.generate import GenerateConfig, Query, main as generate_main, output_file
 from glm130b.serve import check_api_key_args, main as serve_main, parse_args as serve_args
 from glm130b.serving import local_server
-from helpers import FRANCE, NO_MASK, TWO_BLANKS, tiny_checkpoint
+from helpers import FRANCE, NO_MASK, TWO_BLANKS, request, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,16 +159,6 @@ def test_a_tab_inside_a_prompt_is_kept(setup):
 
 # ---- serve: every malformed body is a 400 ----------------------------------------------------
 
-def post(url, path, data: bytes):
-    req = urllib.request.Request(url + path, data=data,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 @pytest.fixture(scope="module")
 def server(setup):
     model, tokenizer, _ = setup
@@ -202,15 +191,16 @@ MALFORMED = [  # raw body, the whole error message
 
 @pytest.mark.parametrize("body, message", MALFORMED, ids=[m[:40] for _, m in MALFORMED])
 def test_malformed_bodies_get_a_400_in_the_error_shape(server, body, message):
-    status, answer = post(server.url, "/v1/completions", body)
+    status, answer = request(server.url, "/v1/completions", data=body)
     assert status == 400
     assert answer == {"error": {"message": message, "type": "invalid_request_error",
                                 "param": answer["error"]["param"], "code": 400}}
 
 
 def test_nested_to_the_limit_parses(server):
-    status, answer = post(server.url, "/v1/completions",
-                          b'{"prompt": "x", "stop": ' + b"[" * 63 + b'"a"' + b"]" * 63 + b"}")
+    status, answer = request(server.url, "/v1/completions",
+                             data=b'{"prompt": "x", "stop": ' + b"[" * 63 + b'"a"' + b"]" * 63
+                             + b"}")
     assert status == 400 and answer["error"]["message"].startswith("stop: ")  # the schema's
 
 
@@ -218,13 +208,13 @@ def test_options_that_used_to_overflow_in_the_model_are_refused_or_safe(server):
     beam = {"text": "x [MASK]", "sampling_strategy": "BeamSearchStrategy", "num_beams": 2,
             "max_tokens": 4}
     for penalty in (1e300, -1e300):
-        status, answer = post(server.url, "/v1/fill",
-                              json.dumps(dict(beam, length_penalty=penalty)).encode())
+        status, answer = request(server.url, "/v1/fill",
+                                 data=json.dumps(dict(beam, length_penalty=penalty)).encode())
         assert status == 400 and answer["error"]["message"].startswith("length_penalty: ")
     body = {"prompt": FRANCE, "temperature": 1e-300, "max_tokens": 3, "seed": 1}
-    status, tiny = post(server.url, "/v1/completions", json.dumps(body).encode())
-    status0, greedy = post(server.url, "/v1/completions",
-                           json.dumps(dict(body, temperature=0)).encode())
+    status, tiny = request(server.url, "/v1/completions", data=json.dumps(body).encode())
+    status0, greedy = request(server.url, "/v1/completions",
+                              data=json.dumps(dict(body, temperature=0)).encode())
     assert status == status0 == 200
     assert tiny["choices"][0]["filled"] == greedy["choices"][0]["filled"]
 
@@ -246,7 +236,7 @@ def test_an_internal_fault_is_a_500_with_the_request_id_of_its_log_line(setup, c
     model, tokenizer, _ = setup
     caplog.set_level(logging.ERROR, logger="glm130b.serve")
     with local_server(model, BrokenTokenizer(tokenizer)) as srv:
-        status, answer = post(srv.url, "/v1/completions", b'{"prompt": "x"}')
+        status, answer = request(srv.url, "/v1/completions", data=b'{"prompt": "x"}')
     assert status == 500
     ident = answer["error"]["request_id"]
     assert answer == {"error": {
@@ -264,7 +254,8 @@ def test_a_decoding_fault_names_the_request_the_scheduler_logged(setup, caplog):
         def broken(*_):
             raise RuntimeError("the device went away")
         srv.scheduler.batch.prefill = broken
-        status, answer = post(srv.url, "/v1/completions", b'{"prompt": "x", "max_tokens": 2}')
+        status, answer = request(srv.url, "/v1/completions",
+                                 data=b'{"prompt": "x", "max_tokens": 2}')
     assert status == 500
     ident = answer["error"]["request_id"]
     assert answer["error"]["message"] == "decoding failed: the device went away"

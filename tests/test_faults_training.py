@@ -24,16 +24,11 @@ from glm130b.checkpoint.sat import atomic_torch_save
 from glm130b.errors import CheckpointError
 from glm130b.tools.fault_drill import DiskFault, survivors
 from glm130b.training.start import cut_log, prepare_save_folder
-from helpers import (REPO, TRAIN_ENV, logged_iterations, losses, make_training_data, pretrain,
+from helpers import (REPO, TRAIN_ENV, logged_iterations, losses, pretrain,
                      train_args)
 
 INJECT = "glm130b.tools.fault_drill inject"
 DROPOUT = dict(hidden_dropout=0.1, attention_dropout=0.1)  # resumes must restore the streams
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tok_model):
-    return make_training_data(tmp_path_factory.mktemp("fault-data"), tok_model)
 
 
 @pytest.fixture(scope="module")

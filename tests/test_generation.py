@@ -15,7 +15,7 @@ from glm130b.generation import (BaseStrategy, BeamSearchStrategy, Filling, Sampl
                                 end_tokens, fill_blanks, settled, top_k_top_p_filter)
 from glm130b.generation.filling import styled
 from glm130b.model.masks import dense_mask
-from helpers import CONTEXTS, MASK_POSITIONS, Favouring, byte_pieces, lively_model
+from helpers import grow_cache, CONTEXTS, MASK_POSITIONS, Favouring, byte_pieces, lively_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -240,8 +240,7 @@ class ScriptedModel(nn.Module):
     def forward(self, input_ids, position_ids=None, attention_mask=None, kv_cache=None,
                 parallel_output=False):
         b, s = input_ids.shape
-        past = len(kv_cache)
-        kv_cache.update(0, torch.zeros(b, 1, s, 1), torch.zeros(b, 1, s, 1))
+        past = grow_cache(kv_cache, b, s)
         if past == 0:
             self.blank, self.context_length = len({c["blank"] for c in self.calls}), s
         self.calls.append(dict(blank=self.blank, input_ids=input_ids.tolist(),

@@ -12,7 +12,7 @@ import pytest
 
 from glm130b.errors import UsageError
 from glm130b.parallel.launch import environment_from_slurm, expand_nodelist
-from helpers import (TRAIN_ENV, logged_iterations, losses, make_training_data, pretrain,
+from helpers import (TRAIN_ENV, logged_iterations, losses, pretrain,
                      train_args)
 
 TORCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -62,11 +62,6 @@ def run_together(commands: list[tuple[list[str], dict]]) -> None:
                 p.wait()
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-4000:]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tok_model):
-    return make_training_data(tmp_path_factory.mktemp("launch-data"), tok_model)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from glm130b.generation import (BaseStrategy, DecodeBatch, build_prompt, end_tok
 from glm130b.serving import local_server
 from glm130b.serving.scheduler import Choice, Scheduler, Request
 from glm130b.tools.loadtest import Report, completion_bodies, run_load
-from helpers import FRANCE, NO_MASK, TWO_BLANKS, expected_fill, tiny_checkpoint
+from helpers import FRANCE, NO_MASK, TWO_BLANKS, events, expected_fill, request, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,30 +39,6 @@ def server(setup):
     model, tokenizer, _ = setup
     with local_server(model, tokenizer, model_name="tiny") as srv:
         yield srv
-
-
-def request(url, path, body=None, headers=None, data=None, method=None):
-    """(status, parsed JSON) of one call; `data` sends raw bytes instead of `body`."""
-    if data is None and body is not None:
-        data = json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def events(url, path, body):
-    """The server-sent events of a streamed call, parsed, up to [DONE]."""
-    req = urllib.request.Request(url + path, data=json.dumps(dict(body, stream=True)).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        assert r.headers["Content-Type"].startswith("text/event-stream")
-        blocks = r.read().decode().split("\n\n")
-    assert blocks[-2:] == ["data: [DONE]", ""]
-    return [json.loads(b[len("data: "):]) for b in blocks[:-2]]
 
 
 def budget(tokenizer, text, out_seq_length):

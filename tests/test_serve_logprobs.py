@@ -2,8 +2,6 @@
 evaluator's multiple-choice score; the requests lm-evaluation-harness's `local-completions`
 makes, replayed and parsed as it parses them; the `openai` client; token-id prompts,
 max_tokens 0, /v1/models/{id}, stream_options and usage under a stop string."""
-import json
-import urllib.request
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from glm130b.evaluation.datasets import build_multiple_choice_sample
 from glm130b.evaluation.inference import choice_log_probs
 from glm130b.model import AttentionMask
 from glm130b.serving import local_server
-from helpers import tiny_checkpoint
+from helpers import events, request, tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONTEXT, CHOICE = "The capital of France is", " Paris."
@@ -30,18 +28,6 @@ def server(setup):
         yield srv
 
 
-def call(url, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            raw = r.read().decode()
-            return r.status, raw if raw.startswith("data:") else json.loads(raw)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def scored_by_hand(model, tokenizer, context, fill):
     sop = tokenizer.get_command("sop")
     tokens = torch.tensor([context + [sop] + fill])
@@ -56,7 +42,7 @@ def test_echo_logprobs_are_the_log_softmax_and_the_evaluators_choice_score(setup
     model, tokenizer, _ = setup
     gmask = tokenizer.get_command("[gMASK]")
     context, fill = tokenizer.tokenize(CONTEXT) + [gmask], tokenizer.tokenize(CHOICE)
-    status, answer = call(server.url, "/v1/completions",
+    status, answer = request(server.url, "/v1/completions",
                           dict(prompt=CONTEXT + "[gMASK]" + CHOICE, echo=True, logprobs=1,
                                max_tokens=1, temperature=0))
     assert status == 200
@@ -76,7 +62,7 @@ def test_echo_logprobs_are_the_log_softmax_and_the_evaluators_choice_score(setup
     assert [text[o:o + len(t)] for o, t in zip(lp["text_offset"], lp["tokens"])] == lp["tokens"]
 
     # without a mask: a [gMASK] fill from nothing, the first token null
-    status, answer = call(server.url, "/v1/completions",
+    status, answer = request(server.url, "/v1/completions",
                           dict(prompt=CONTEXT, echo=True, logprobs=0, max_tokens=0))
     ids = tokenizer.tokenize(CONTEXT)
     want, _ = scored_by_hand(model, tokenizer, [gmask], ids)
@@ -92,11 +78,11 @@ def test_lm_evaluation_harness_local_completions_requests(setup, server):
     `parse_logprobs` and `parse_generations` parse them."""
     model, tokenizer, _ = setup
     base = server.url  # lm-eval strips /v1/completions off base_url for the tokenizer
-    status, info = call(base, "/tokenizer_info")
+    status, info = request(base, "/tokenizer_info")
     assert status == 200 and info["eos_token"] and info["max_model_len"] == 64
 
     def encode(text):
-        status, out = call(base, "/tokenize", {"prompt": text, "add_special_tokens": False})
+        status, out = request(base, "/tokenize", {"prompt": text, "add_special_tokens": False})
         assert status == 200 and out["count"] == len(out["tokens"])
         return out["tokens"]
 
@@ -108,11 +94,11 @@ def test_lm_evaluation_harness_local_completions_requests(setup, server):
     assert whole[:len(context_enc)] == context_enc
     continuation_enc = whole[len(context_enc):]
     assert continuation_enc == tokenizer.tokenize(CHOICE)
-    assert call(base, "/detokenize", {"tokens": whole})[1]["prompt"].startswith(context)
+    assert request(base, "/detokenize", {"tokens": whole})[1]["prompt"].startswith(context)
 
     # loglikelihood: batch_size 1, the prompt as a list of token lists
     inputs = [context_enc + continuation_enc]
-    status, out = call(base, "/v1/completions", {
+    status, out = request(base, "/v1/completions", {
         "model": "tiny", "prompt": inputs, "temperature": 0, "max_tokens": 1, "logprobs": 1,
         "seed": 1234, "echo": True})
     assert status == 200
@@ -129,14 +115,14 @@ def test_lm_evaluation_harness_local_completions_requests(setup, server):
     assert isinstance(is_greedy, bool)
 
     # an empty context: lm-eval's prefix token (bos, here [gMASK]) then the continuation
-    status, out = call(base, "/v1/completions", {
+    status, out = request(base, "/v1/completions", {
         "model": "tiny", "prompt": [[gmask] + continuation_enc], "temperature": 0,
         "max_tokens": 1, "logprobs": 1, "seed": 1234, "echo": True})
     assert status == 200
     assert len(out["choices"][0]["logprobs"]["token_logprobs"]) == len(continuation_enc) + 2
 
     # generate_until: token ids, greedy, the task's `until` and the eos string as stops
-    status, out = call(base, "/v1/completions", {
+    status, out = request(base, "/v1/completions", {
         "prompt": [encode(context)], "model": "tiny", "max_tokens": 8, "temperature": 0,
         "stop": ["\n\n", info["eos_token"]], "seed": 1234})
     assert status == 200
@@ -169,30 +155,28 @@ def test_max_tokens_0_token_ids_models_stream_usage_and_stops(setup, server):
     model, tokenizer, _ = setup
     ids = tokenizer.tokenize(CONTEXT)
     path = "/v1/completions"
-    status, by_text = call(server.url, path, dict(prompt=CONTEXT, seed=5, max_tokens=6))
-    status, by_ids = call(server.url, path, dict(prompt=[ids], seed=5, max_tokens=6))
+    status, by_text = request(server.url, path, dict(prompt=CONTEXT, seed=5, max_tokens=6))
+    status, by_ids = request(server.url, path, dict(prompt=[ids], seed=5, max_tokens=6))
     assert status == 200 and by_ids["choices"][0]["text"] == by_text["choices"][0]["text"]
-    assert call(server.url, "/v1/completions", dict(prompt=CONTEXT, max_tokens=0))[0] == 400
-    status, zero = call(server.url, "/v1/completions", dict(prompt=ids, echo=True, max_tokens=0))
+    assert request(server.url, "/v1/completions", dict(prompt=CONTEXT, max_tokens=0))[0] == 400
+    status, zero = request(server.url, "/v1/completions", dict(prompt=ids, echo=True, max_tokens=0))
     assert status == 200 and zero["choices"][0]["logprobs"] is None
     assert zero["usage"]["completion_tokens"] == 0
-    assert call(server.url, path, dict(prompt=[1] * 70, echo=True, max_tokens=0))[0] == 400
-    assert call(server.url, "/v1/completions", dict(prompt=[10 ** 6], echo=True))[0] == 400
+    assert request(server.url, path, dict(prompt=[1] * 70, echo=True, max_tokens=0))[0] == 400
+    assert request(server.url, "/v1/completions", dict(prompt=[10 ** 6], echo=True))[0] == 400
 
-    assert call(server.url, "/v1/models/tiny")[1]["id"] == "tiny"
-    assert call(server.url, "/v1/models/other")[0] == 404
+    assert request(server.url, "/v1/models/tiny")[1]["id"] == "tiny"
+    assert request(server.url, "/v1/models/other")[0] == 404
 
-    status, raw = call(server.url, "/v1/completions", dict(
-        prompt=CONTEXT, seed=5, max_tokens=6, stream=True,
-        stream_options={"include_usage": True}))
-    chunks = [json.loads(b[6:]) for b in raw.split("\n\n") if b.startswith("data: {")]
+    chunks = events(server.url, "/v1/completions", dict(
+        prompt=CONTEXT, seed=5, max_tokens=6, stream_options={"include_usage": True}))
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
     assert all(c["usage"] is None for c in chunks[:-1])
 
     # usage counts what was generated, also the token a stop string cut
     text = by_text["choices"][0]["text"]
     stop = text[1:3] if len(text) > 2 else text[-1:]
-    status, stopped = call(server.url, "/v1/completions", dict(prompt=CONTEXT, seed=5, max_tokens=6,
-                                                               stop=[stop]))
+    status, stopped = request(server.url, "/v1/completions",
+                              dict(prompt=CONTEXT, seed=5, max_tokens=6, stop=[stop]))
     assert stopped["choices"][0]["text"] == text[:text.index(stop)]
     assert stopped["usage"]["completion_tokens"] >= 1

@@ -16,15 +16,10 @@ from glm130b.config import GLMConfig
 from glm130b.model import GLM
 from helpers import TRAIN_ENV as ENV
 from helpers import TRAIN_MODEL as MODEL
-from helpers import logged_iterations, losses, make_training_data, pretrain
+from helpers import logged_iterations, losses, pretrain
 from helpers import train_args as args_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tok_model):
-    return make_training_data(tmp_path_factory.mktemp("train-data"), tok_model)
 
 
 def test_every_layout_trains_the_single_process_numbers(data, tmp_path):

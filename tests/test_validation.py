@@ -65,11 +65,6 @@ def test_without_held_out_documents_training_reads_what_it_always_read(tok, tok_
 
 # -- runs as users run them -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tok_model):
-    return make_training_data(tmp_path_factory.mktemp("valid-data"), tok_model)
-
-
 def eval_records(log, part="valid") -> dict[int, dict]:
     records = [json.loads(line) for line in open(log)]
     return {r["iteration"]: r for r in records if r.get("eval") == part}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from glm130b.tokenization.base import GLMTokenizer
-from glm130b.tokenization.sentencepiece_tokenizer import SentencePieceText, require_file
+from glm130b.tokenization.sentencepiece_tokenizer import (SentencePieceBacked, SentencePieceText,
+                                                               require_file)
 
 TEXT_OFFSET = 20000  # icetk's image tokens occupy 0..19999
 SPECIAL_BASE = 150000  # SAT's num_tokens: the specials follow icetk's whole id space
@@ -24,7 +24,7 @@ def default_model_path() -> Path:
     return Path(env) if env else Path.home() / ".icetk_models" / "ice_text.model"
 
 
-class IceTokenizer(GLMTokenizer):
+class IceTokenizer(SentencePieceBacked):
     """`ignore_linebreak=True` (the reference's default) lets SentencePiece normalise `\\n` away;
     False encodes it as the `<n>` piece (20004 in the released model)."""
 
@@ -38,12 +38,3 @@ class IceTokenizer(GLMTokenizer):
                              f"most {SPECIAL_BASE - TEXT_OFFSET}")
         super().__init__(num_text_tokens=SPECIAL_BASE, eos_id=EOS_ID, pad_id=PAD_ID,
                          sentence_end_ids=self.text.sentence_end_ids(), pad_is_reserved=True)
-
-    def _encode_text(self, text: str) -> list[int]:
-        return self.text.encode(text)
-
-    def _decode_text(self, ids: list[int]) -> str:
-        return self.text.decode(ids)
-
-    def _byte(self, i: int) -> int | None:
-        return self.text.byte(i)

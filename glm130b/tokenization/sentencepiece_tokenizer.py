@@ -102,7 +102,21 @@ class SentencePieceText:
         return self.sp.decode(local).replace(NEWLINE_PIECE, "\n")
 
 
-class SentencePieceTokenizer(GLMTokenizer):
+class SentencePieceBacked(GLMTokenizer):
+    """A tokenizer whose text side is a `SentencePieceText` (`self.text`): ours and icetk's."""
+    text: SentencePieceText
+
+    def _encode_text(self, text: str) -> list[int]:
+        return self.text.encode(text)
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.text.decode(ids)
+
+    def _byte(self, i: int) -> int | None:
+        return self.text.byte(i)
+
+
+class SentencePieceTokenizer(SentencePieceBacked):
     """One of our own SentencePiece models (see `glm130b.tokenization.train`).
 
     Text ids are the model's ids; the 8 special tokens follow at `piece_size + i`;
@@ -120,12 +134,3 @@ class SentencePieceTokenizer(GLMTokenizer):
             raise ValueError(f"{path} has no </s> piece; retrain it with an eos id")
         super().__init__(num_text_tokens=self.text.size, eos_id=eos, pad_id=max(pad, 0),
                          sentence_end_ids=self.text.sentence_end_ids(), pad_is_reserved=pad >= 0)
-
-    def _encode_text(self, text: str) -> list[int]:
-        return self.text.encode(text)
-
-    def _decode_text(self, ids: list[int]) -> str:
-        return self.text.decode(ids)
-
-    def _byte(self, i: int) -> int | None:
-        return self.text.byte(i)

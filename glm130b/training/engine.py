@@ -182,6 +182,21 @@ def build_engine(training: TrainingConfig, model_config: GLMConfig, global_batch
     return engine, pp > 1
 
 
+def batch_loss(engine, batch) -> torch.Tensor:
+    """The loss of one collated micro-batch through the plain (non-pipeline) engine."""
+    logits = engine(batch.tokens, position_ids=batch.position_ids,
+                    attention_mask=batch.attention_mask, parallel_output=True)
+    return lm_loss(logits, (batch.targets, batch.loss_mask))
+
+
+def data_parallel_mean(loss: torch.Tensor) -> torch.Tensor:
+    """This rank's mean loss averaged over the data-parallel ranks."""
+    if get_data_parallel_world_size() > 1:
+        dist.all_reduce(loss, group=get_data_parallel_group())
+        loss /= get_data_parallel_world_size()
+    return loss
+
+
 def plain_step(engine, micro_batches) -> torch.Tensor:
     """One optimizer step of the plain (non-pipeline) engine over its micro-batches; the mean
     micro-batch loss, averaged over data-parallel ranks."""
@@ -189,9 +204,7 @@ def plain_step(engine, micro_batches) -> torch.Tensor:
     micro_batches = list(micro_batches)
     for m, batch in enumerate(micro_batches):
         engine.set_gradient_accumulation_boundary(m == len(micro_batches) - 1)
-        logits = engine(batch.tokens, position_ids=batch.position_ids,
-                        attention_mask=batch.attention_mask, parallel_output=True)
-        loss = lm_loss(logits, (batch.targets, batch.loss_mask))
+        loss = batch_loss(engine, batch)
         engine.backward(loss)
         losses.append(loss.detach())
         if m == len(micro_batches) - 1 and _unguarded(engine) and not _all_finite(losses):
@@ -200,11 +213,7 @@ def plain_step(engine, micro_batches) -> torch.Tensor:
             engine.optimizer.zero_grad(set_to_none=True)
         else:
             engine.step()
-    loss = torch.stack(losses).mean()
-    if get_data_parallel_world_size() > 1:
-        dist.all_reduce(loss, group=get_data_parallel_group())
-        loss /= get_data_parallel_world_size()
-    return loss
+    return data_parallel_mean(torch.stack(losses).mean())
 
 
 def _unguarded(engine) -> bool:

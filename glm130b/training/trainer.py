@@ -170,7 +170,7 @@ def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: T
     held_out = {part: s for part, s in (held_out or {}).items() if training.eval_iters}
     monitor = Monitor(training, model_config, dist.get_world_size(), device)
     stop = StopSignal()
-    batch_size = None
+    batch_size = shrink = None  # set on the engine when they change, not every step
     saved_at, evaluated_at = state.iteration, None
 
     def save():
@@ -211,7 +211,9 @@ def train(training: TrainingConfig, engine, is_pipeline: bool, sampler, state: T
             lr = lr_at(start)
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
-            set_embedding_gradient_shrink(engine.module, shrink_at(iteration))
+            if shrink_at(iteration) != shrink:  # a walk over every module: only when it moves
+                shrink = shrink_at(iteration)
+                set_embedding_gradient_shrink(engine.module, shrink)
             batches = micro_batches(sampler, start, global_batch, training.micro_batch_size,
                                     training.seq_length, device)
             skipped_before = engine.skipped_steps

@@ -8,11 +8,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
-from ..parallel import get_data_parallel_group, get_data_parallel_world_size
+from ..parallel import get_data_parallel_world_size
 from .collate import micro_batches
-from .engine import lm_loss
+from .engine import batch_loss, data_parallel_mean
 from .options import TrainingConfig
 from .pipeline import pipeline_inputs
 
@@ -41,16 +40,10 @@ def _plain_loss(engine, batches) -> float:
     engine.eval()
     try:
         with torch.no_grad():
-            losses = [lm_loss(engine(b.tokens, position_ids=b.position_ids,
-                                     attention_mask=b.attention_mask, parallel_output=True),
-                              (b.targets, b.loss_mask)) for b in batches]
+            losses = [batch_loss(engine, b) for b in batches]
     finally:
         engine.train()
-    loss = torch.stack(losses).mean()
-    if get_data_parallel_world_size() > 1:
-        dist.all_reduce(loss, group=get_data_parallel_group())
-        loss /= get_data_parallel_world_size()
-    return float(loss)
+    return float(data_parallel_mean(torch.stack(losses).mean()))
 
 
 def _pipeline_loss(engine, batches, training: TrainingConfig, batch: int) -> float:
